@@ -1,0 +1,2 @@
+//! aarch64 instantiations of the generic algorithm.
+pub(crate) mod neon;

@@ -1,0 +1,307 @@
+//! The page algorithm, written once over [`Isa`], the one primitive that
+//! differs per instruction set: which words of a 64-byte block differ.
+//!
+//! Encoding runs in three passes over data that stays in L1:
+//! 1. compare the pages block by block into a 1024-bit change bitmap;
+//! 2. walk the bitmap's runs with bit scans, emitting markers and copying
+//!    changed words, every write checked against the output's capacity;
+//! 3. only after the encoding fits, copy the changed blocks into the
+//!    reference, so a failed encode leaves the reference untouched.
+//!
+//! Every function here is `#[inline(always)]`: the per-ISA entry points carry
+//! `#[target_feature]`, and inlining compiles these bodies (including the
+//! fixed-size copies, which become vector moves) with those features.
+
+use crate::{
+    check_copy_available, read_marker, DecodeError, EncodeError, Page, EMPTY_MARKER, FULL_MARKER,
+    MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
+};
+use core::ptr;
+
+/// Bytes per comparison block.
+pub(crate) const BLOCK: usize = 64;
+/// Blocks per page.
+const BLOCKS: usize = PAGE_SIZE / BLOCK;
+/// Words covered by one u64 of the change bitmap.
+const WORDS_PER_BITMAP_WORD: usize = 64;
+
+/// The per-instruction-set primitive.
+pub(crate) trait Isa {
+    /// Bit `i` is set when 4-byte word `i` of the 64-byte blocks at `a` and
+    /// `b` differ.
+    ///
+    /// # Safety
+    /// `a` and `b` must be valid for reads of 64 bytes, and the CPU must
+    /// support the instruction set of the implementation.
+    unsafe fn block_diff(a: *const u8, b: *const u8) -> u16;
+}
+
+/// Change bitmap: bit `w` set when word `w` differs.
+type Bitmap = [u64; WORDS_PER_PAGE / WORDS_PER_BITMAP_WORD];
+
+#[inline(always)]
+unsafe fn change_bitmap<I: Isa>(new: &Page, reference: &Page) -> Bitmap {
+    let mut bits = [0u64; WORDS_PER_PAGE / WORDS_PER_BITMAP_WORD];
+    let (n, r) = (new.as_ptr(), reference.as_ptr());
+    for (q, slot) in bits.iter_mut().enumerate() {
+        let base = q * 4 * BLOCK;
+        // SAFETY: base + 4 * BLOCK <= PAGE_SIZE, so each 64-byte block read
+        // lies inside both pages; the caller guarantees the ISA.
+        let m = unsafe {
+            (I::block_diff(n.add(base), r.add(base)) as u64)
+                | (I::block_diff(n.add(base + BLOCK), r.add(base + BLOCK)) as u64) << 16
+                | (I::block_diff(n.add(base + 2 * BLOCK), r.add(base + 2 * BLOCK)) as u64) << 32
+                | (I::block_diff(n.add(base + 3 * BLOCK), r.add(base + 3 * BLOCK)) as u64) << 48
+        };
+        *slot = m;
+    }
+    bits
+}
+
+/// First word at or after `start` whose changed-bit is not `changed`, or 1024.
+#[inline(always)]
+fn run_end(bits: &Bitmap, start: usize, changed: bool) -> usize {
+    let flip = if changed { !0u64 } else { 0 };
+    let mut q = start / WORDS_PER_BITMAP_WORD;
+    let mut w = (bits[q] ^ flip) & (!0u64 << (start % WORDS_PER_BITMAP_WORD));
+    loop {
+        if w != 0 {
+            return q * WORDS_PER_BITMAP_WORD + w.trailing_zeros() as usize;
+        }
+        q += 1;
+        if q == bits.len() {
+            return WORDS_PER_PAGE;
+        }
+        w = bits[q] ^ flip;
+    }
+}
+
+/// Copies `len` bytes (a multiple of 4, at least 4) with fixed-size,
+/// possibly overlapping moves that never touch a byte outside either range.
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `len` bytes, and the
+/// two ranges must not overlap.
+#[inline(always)]
+pub(crate) unsafe fn copy_words(dst: *mut u8, src: *const u8, len: usize) {
+    debug_assert!(len >= WORD_SIZE && len % WORD_SIZE == 0);
+    // SAFETY (every block below): each move covers [k, k + N) with
+    // 0 <= k and k + N <= len, inside both ranges by the caller's contract.
+    unsafe {
+        if len >= 64 {
+            let mut k = 0;
+            while k + 64 <= len {
+                ptr::copy_nonoverlapping(src.add(k), dst.add(k), 64);
+                k += 64;
+            }
+            if k < len {
+                ptr::copy_nonoverlapping(src.add(len - 64), dst.add(len - 64), 64);
+            }
+        } else if len >= 32 {
+            ptr::copy_nonoverlapping(src, dst, 32);
+            ptr::copy_nonoverlapping(src.add(len - 32), dst.add(len - 32), 32);
+        } else if len >= 16 {
+            ptr::copy_nonoverlapping(src, dst, 16);
+            ptr::copy_nonoverlapping(src.add(len - 16), dst.add(len - 16), 16);
+        } else if len >= 8 {
+            ptr::copy_nonoverlapping(src, dst, 8);
+            ptr::copy_nonoverlapping(src.add(len - 8), dst.add(len - 8), 8);
+        } else {
+            ptr::copy_nonoverlapping(src, dst, 4);
+        }
+    }
+}
+
+/// Emits the DELTA markers for `bits`. Returns the length, or `None` when
+/// `out` is too small (bytes already written are garbage to the caller).
+#[inline(always)]
+fn emit_delta(bits: &Bitmap, new: &Page, out: &mut [u8]) -> Option<usize> {
+    let cap = out.len();
+    let dst = out.as_mut_ptr();
+    let mut o = 0usize;
+    let mut pos = 0usize;
+    let mut changed = bits[0] & 1 != 0;
+    while pos < WORDS_PER_PAGE {
+        let end = run_end(bits, pos, changed);
+        while pos < end {
+            let piece = (end - pos).min(MAX_RUN);
+            if changed {
+                let bytes = piece * WORD_SIZE;
+                if cap - o < 1 + bytes {
+                    return None;
+                }
+                // SAFETY: o + 1 + bytes <= cap was checked above, and
+                // (pos + piece) * 4 <= PAGE_SIZE because end <= 1024; `out`
+                // and `new` are distinct borrows, so they do not overlap.
+                unsafe {
+                    *dst.add(o) = piece as u8;
+                    copy_words(dst.add(o + 1), new.as_ptr().add(pos * WORD_SIZE), bytes);
+                }
+                o += 1 + bytes;
+            } else {
+                if o == cap {
+                    return None;
+                }
+                // SAFETY: o < cap was checked above.
+                unsafe { *dst.add(o) = SKIP_FLAG | piece as u8 };
+                o += 1;
+            }
+            pos += piece;
+        }
+        changed = !changed;
+    }
+    Some(o)
+}
+
+/// The canonical encoder (same contract as [`crate::scalar::encode`]).
+///
+/// # Safety
+/// The CPU must support `I`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn encode<I: Isa>(
+    new: &Page,
+    reference: &mut Page,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    // SAFETY: forwarded from the caller.
+    let bits = unsafe { change_bitmap::<I>(new, reference) };
+    let too_small = EncodeError::OutputTooSmall {
+        capacity: out.len(),
+    };
+    if bits.iter().all(|&w| w == 0) {
+        *out.first_mut().ok_or(too_small)? = EMPTY_MARKER;
+        return Ok(1);
+    }
+    let len = emit_delta(&bits, new, out).ok_or(too_small)?;
+    for (q, &w) in bits.iter().enumerate() {
+        for k in 0..4 {
+            if (w >> (16 * k)) & 0xFFFF != 0 {
+                let at = (q * 4 + k) * BLOCK;
+                reference[at..at + BLOCK].copy_from_slice(&new[at..at + BLOCK]);
+            }
+        }
+    }
+    Ok(len)
+}
+
+/// The decoder (same contract as [`crate::scalar::decode`]).
+#[inline(always)]
+pub(crate) fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
+    let first = *input.first().ok_or(DecodeError::Empty)?;
+    match first {
+        EMPTY_MARKER => Ok(1),
+        FULL_MARKER => {
+            let data = input
+                .get(1..1 + PAGE_SIZE)
+                .ok_or(DecodeError::TruncatedFull {
+                    available: input.len() - 1,
+                })?;
+            page.copy_from_slice(data);
+            Ok(1 + PAGE_SIZE)
+        }
+        _ => {
+            let mut at = 0;
+            let mut covered = 0;
+            while covered < WORDS_PER_PAGE {
+                let (words, copy) = read_marker(input, at, covered)?;
+                at += 1;
+                if copy {
+                    let bytes = words * WORD_SIZE;
+                    check_copy_available(input, at, bytes)?;
+                    // SAFETY: read_marker checked covered + words <= 1024, so
+                    // the page range [covered * 4, + bytes) is in bounds;
+                    // check_copy_available checked input[at..at + bytes].
+                    unsafe {
+                        copy_words(
+                            page.as_mut_ptr().add(covered * WORD_SIZE),
+                            input.as_ptr().add(at),
+                            bytes,
+                        )
+                    };
+                    at += bytes;
+                }
+                covered += words;
+            }
+            Ok(at)
+        }
+    }
+}
+
+/// True when the two pages are identical. Stops at the first differing block.
+///
+/// # Safety
+/// The CPU must support `I`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn pages_equal<I: Isa>(a: &Page, b: &Page) -> bool {
+    (0..BLOCKS).all(|k| {
+        // SAFETY: k * BLOCK + BLOCK <= PAGE_SIZE; ISA forwarded from caller.
+        unsafe { I::block_diff(a.as_ptr().add(k * BLOCK), b.as_ptr().add(k * BLOCK)) == 0 }
+    })
+}
+
+/// The memory floor: reads every byte of both pages and folds them into a
+/// value the optimiser cannot drop, doing no other work.
+#[inline(always)]
+pub(crate) fn read_floor(a: &Page, b: &Page) -> u64 {
+    let mut acc = [0u64; 8];
+    for (ca, cb) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
+        for k in 0..8 {
+            let x = u64::from_ne_bytes(ca[k * 8..k * 8 + 8].try_into().unwrap());
+            let y = u64::from_ne_bytes(cb[k * 8..k * 8 + 8].try_into().unwrap());
+            acc[k] |= x ^ y;
+        }
+    }
+    acc.iter().fold(0, |s, &v| s | v)
+}
+
+/// Instantiates the generic algorithm for one ISA as four entry points with
+/// `#[target_feature]`, so the inlined bodies compile with those features.
+macro_rules! entry_points {
+    ($isa:ty, $feature:tt) => {
+        /// Encoder entry point.
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn encode(
+            new: &$crate::Page,
+            reference: &mut $crate::Page,
+            out: &mut [u8],
+        ) -> Result<usize, $crate::EncodeError> {
+            // SAFETY: this function's own contract.
+            unsafe { $crate::generic::encode::<$isa>(new, reference, out) }
+        }
+
+        /// Decoder entry point.
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn decode(
+            input: &[u8],
+            page: &mut $crate::Page,
+        ) -> Result<usize, $crate::DecodeError> {
+            $crate::generic::decode(input, page)
+        }
+
+        /// Page equality entry point.
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn pages_equal(a: &$crate::Page, b: &$crate::Page) -> bool {
+            // SAFETY: this function's own contract.
+            unsafe { $crate::generic::pages_equal::<$isa>(a, b) }
+        }
+
+        /// Memory floor entry point.
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn read_floor(a: &$crate::Page, b: &$crate::Page) -> u64 {
+            $crate::generic::read_floor(a, b)
+        }
+    };
+}
+pub(crate) use entry_points;

@@ -1,0 +1,89 @@
+//! The scalar reference: the canonical encoder and decoder written as plainly
+//! as possible. Every other kernel is tested against these two functions.
+
+use crate::{
+    check_copy_available, read_marker, DecodeError, EncodeError, Page, EMPTY_MARKER, FULL_MARKER,
+    MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
+};
+
+fn word(page: &Page, i: usize) -> [u8; WORD_SIZE] {
+    let at = i * WORD_SIZE;
+    [page[at], page[at + 1], page[at + 2], page[at + 3]]
+}
+
+/// Encodes `new` against `reference` into `out` and returns the bytes written.
+///
+/// Emits EMPTY when no word differs, else maximal runs of changed (COPY) and
+/// equal (SKIP) words, each cut greedily into pieces of at most 127 words,
+/// trailing SKIP included. On success `reference` equals `new`; on error it is
+/// unchanged and nothing past `out`'s end was written.
+pub fn encode(new: &Page, reference: &mut Page, out: &mut [u8]) -> Result<usize, EncodeError> {
+    let too_small = EncodeError::OutputTooSmall {
+        capacity: out.len(),
+    };
+    if new == reference {
+        *out.first_mut().ok_or(too_small)? = EMPTY_MARKER;
+        return Ok(1);
+    }
+    let mut o = 0;
+    let mut i = 0;
+    while i < WORDS_PER_PAGE {
+        let changed = word(new, i) != word(reference, i);
+        let mut j = i + 1;
+        while j < WORDS_PER_PAGE
+            && j - i < MAX_RUN
+            && (word(new, j) != word(reference, j)) == changed
+        {
+            j += 1;
+        }
+        let len = j - i;
+        if changed {
+            let data = &new[i * WORD_SIZE..j * WORD_SIZE];
+            let dst = out.get_mut(o..o + 1 + data.len()).ok_or(too_small)?;
+            dst[0] = len as u8;
+            dst[1..].copy_from_slice(data);
+            o += 1 + data.len();
+        } else {
+            *out.get_mut(o).ok_or(too_small)? = SKIP_FLAG | len as u8;
+            o += 1;
+        }
+        i = j;
+    }
+    reference.copy_from_slice(new);
+    Ok(o)
+}
+
+/// Applies the page encoding at the start of `input` to `page` and returns
+/// the input bytes it used.
+pub fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
+    let first = *input.first().ok_or(DecodeError::Empty)?;
+    match first {
+        EMPTY_MARKER => Ok(1),
+        FULL_MARKER => {
+            let data = input
+                .get(1..1 + PAGE_SIZE)
+                .ok_or(DecodeError::TruncatedFull {
+                    available: input.len() - 1,
+                })?;
+            page.copy_from_slice(data);
+            Ok(1 + PAGE_SIZE)
+        }
+        _ => {
+            let mut at = 0;
+            let mut covered = 0;
+            while covered < WORDS_PER_PAGE {
+                let (words, copy) = read_marker(input, at, covered)?;
+                at += 1;
+                let bytes = words * WORD_SIZE;
+                if copy {
+                    check_copy_available(input, at, bytes)?;
+                    let start = covered * WORD_SIZE;
+                    page[start..start + bytes].copy_from_slice(&input[at..at + bytes]);
+                    at += bytes;
+                }
+                covered += words;
+            }
+            Ok(at)
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Every kernel this CPU supports against the scalar reference. Kernels the
+//! CPU lacks are reported as skipped by name, never counted as passed.
+
+mod common;
+
+use ckpt_simd::{Codec, Kernel};
+
+#[test]
+fn every_supported_kernel_matches_the_scalar_reference() {
+    let mut checked = 0;
+    for kernel in Kernel::ALL {
+        match Codec::new(kernel) {
+            Ok(codec) => {
+                let (cases, failures) = common::check_kernel(&codec);
+                assert!(
+                    failures.is_empty(),
+                    "{} failures, first: {:#?}",
+                    failures.len(),
+                    &failures[..failures.len().min(10)]
+                );
+                eprintln!("kernel {kernel}: {cases} cases agree with scalar");
+                checked += 1;
+            }
+            Err(e) => eprintln!("kernel {kernel}: SKIPPED ({e})"),
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn forcing_a_missing_kernel_is_an_error() {
+    for kernel in Kernel::ALL {
+        assert_eq!(Codec::new(kernel).is_ok(), kernel.is_available());
+    }
+    assert!("avx9".parse::<Kernel>().is_err());
+    assert_eq!("AVX2".parse::<Kernel>().unwrap(), Kernel::Avx2);
+    assert!(Kernel::best().is_available());
+    assert_eq!(Codec::best().kernel(), Kernel::best());
+}
