@@ -1,1 +1,42 @@
-//! engine
+//! The checkpoint engine: delta cache, staging ring, compression, and the
+//! stream between a Remus sender and its backup.
+//!
+//! Wire formats are specified in `FORMAT.md` (shipped beside the project as
+//! `shared/FORMAT.md`); each module's documentation names the section it
+//! implements.
+#![deny(missing_docs)]
+
+pub mod cache;
+pub mod compress;
+pub mod page;
+pub mod ring;
+
+pub use compress::{BatchCompressor, Chunk, CompressOptions, Compressor, FormCounts};
+pub use page::{PageBuf, PageType};
+
+use thiserror::Error;
+
+/// Errors of the sending side.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// A PFN at or past the guest's page count.
+    #[error("pfn {pfn:#x} is outside the guest ({guest_pages} pages)")]
+    PfnOutOfRange {
+        /// The PFN given.
+        pfn: u64,
+        /// The guest's page count.
+        guest_pages: u64,
+    },
+    /// A page of a type that carries no data was given page contents.
+    #[error("pfn {pfn:#x} has type {ty:?}, which carries no page data")]
+    NoPageData {
+        /// The PFN given.
+        pfn: u64,
+        /// Its type.
+        ty: PageType,
+    },
+    /// The worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    ThreadPool(String),
+}

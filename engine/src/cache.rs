@@ -1,0 +1,135 @@
+//! The sender's delta cache (`FORMAT.md` §2): the last-sent copy of up to
+//! `capacity` pages, keyed by PFN, evicted least-recently-used.
+//!
+//! The index is an [`lru::LruCache`] from PFN to a slot of one contiguous,
+//! cache-line-aligned arena that holds the page copies. Slots freed by raw
+//! pages go to a free list that the next miss uses before anything is
+//! evicted, exactly as the original's freed slot moved to the LRU end.
+
+use crate::page::PageBuf;
+use lru::LruCache;
+
+/// What [`DeltaCache::lookup`] decided for a normal page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The PFN is cached in this slot (now most recently used): encode
+    /// EMPTY or DELTA against it.
+    Hit(u32),
+    /// The PFN was not cached; it now owns this slot (a free one, or the
+    /// least recently used PFN's, named in `evicted`): send FULL, store.
+    Miss {
+        /// The slot the page is stored in.
+        slot: u32,
+        /// The PFN whose copy the slot held, if one was evicted.
+        evicted: Option<u64>,
+    },
+}
+
+/// LRU cache of page copies.
+pub struct DeltaCache {
+    index: LruCache<u64, u32>,
+    arena: Box<[PageBuf]>,
+    free: Vec<u32>,
+    fresh: u32,
+}
+
+impl DeltaCache {
+    /// A cache of `capacity` pages (at least 1).
+    pub fn new(capacity: usize) -> DeltaCache {
+        let capacity = capacity.max(1);
+        assert!(capacity <= u32::MAX as usize, "cache capacity exceeds u32 slots");
+        DeltaCache {
+            index: LruCache::unbounded(),
+            arena: PageBuf::arena(capacity),
+            free: Vec::new(),
+            fresh: 0,
+        }
+    }
+
+    /// Pages the cache holds at most.
+    pub fn capacity(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// Pages cached now.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Whether `pfn` is cached (does not change its recency).
+    pub fn contains(&self, pfn: u64) -> bool {
+        self.index.contains(&pfn)
+    }
+
+    /// Drops the cached copy of `pfn` (a raw page was staged); its slot is
+    /// reused by the next miss. Returns whether a copy was dropped.
+    pub fn invalidate(&mut self, pfn: u64) -> bool {
+        match self.index.pop(&pfn) {
+            Some(slot) => {
+                self.free.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Looks `pfn` up for a normal page, promoting it or giving it a slot.
+    pub fn lookup(&mut self, pfn: u64) -> Lookup {
+        if let Some(&slot) = self.index.get(&pfn) {
+            return Lookup::Hit(slot);
+        }
+        let (slot, evicted) = if let Some(slot) = self.free.pop() {
+            (slot, None)
+        } else if (self.fresh as usize) < self.arena.len() {
+            self.fresh += 1;
+            (self.fresh - 1, None)
+        } else {
+            let (old, slot) = self.index.pop_lru().expect("a full cache has an LRU entry");
+            (slot, Some(old))
+        };
+        self.index.put(pfn, slot);
+        Lookup::Miss { slot, evicted }
+    }
+
+    /// The page copy in `slot`.
+    pub fn slot(&self, slot: u32) -> &PageBuf {
+        &self.arena[slot as usize]
+    }
+
+    /// The whole arena, for handing out disjoint slots to parallel encoders.
+    pub(crate) fn arena_mut(&mut self) -> &mut [PageBuf] {
+        &mut self.arena
+    }
+
+    /// Cached PFNs from most to least recently used.
+    pub fn pfns_by_recency(&self) -> impl Iterator<Item = u64> + '_ {
+        self.index.iter().map(|(&pfn, _)| pfn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_and_reuses_freed_slots_first() {
+        let mut c = DeltaCache::new(3);
+        for pfn in 0..3 {
+            assert!(matches!(c.lookup(pfn), Lookup::Miss { evicted: None, .. }));
+        }
+        assert!(matches!(c.lookup(0), Lookup::Hit(_))); // order now 1, 2, 0
+        assert!(matches!(c.lookup(9), Lookup::Miss { evicted: Some(1), .. }));
+        assert!(c.invalidate(2));
+        assert!(!c.invalidate(2));
+        // The freed slot serves the next miss: nothing is evicted.
+        assert!(matches!(c.lookup(7), Lookup::Miss { evicted: None, .. }));
+        assert!(matches!(c.lookup(8), Lookup::Miss { evicted: Some(0), .. }));
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.pfns_by_recency().collect::<Vec<_>>(), vec![8, 7, 9]);
+    }
+}

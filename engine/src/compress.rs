@@ -1,0 +1,438 @@
+//! Compression of staged batches (`FORMAT.md` §2 and §3).
+//!
+//! [`BatchCompressor`] turns one staged batch into one COMPRESSED_DATA
+//! payload. It first applies the batch's raw-page drops, then makes one cheap
+//! pass in send order that decides every cache hit, miss and slot, then runs
+//! the page kernels, in parallel when it has more than one thread. Because
+//! every decision is made before any kernel runs, the bytes are the same for
+//! any thread count. A slot used twice in one batch (a PFN sent twice, or a
+//! batch larger than the cache) starts a new *wave*; waves run one after
+//! another, so a page is never encoded against a copy that a later page of
+//! the batch is still writing.
+//!
+//! [`Compressor`] is the sender-facing API in a Remus sender's natural order:
+//! [`Compressor::stage`] while the guest is paused, [`Compressor::finish`]
+//! after it resumes.
+
+use crate::cache::{DeltaCache, Lookup};
+use crate::page::{PageBuf, PageType, PFN_LIMIT};
+use crate::ring::StagingRing;
+use crate::EngineError;
+use ckpt_simd::{encode_full, Codec, Form, MAX_ENCODED_LEN};
+use rayon::prelude::*;
+use std::ops::Range;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Per-form page counts of a chunk or checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FormCounts {
+    /// Normal pages sent FULL because they missed the cache.
+    pub full_miss: u64,
+    /// Raw (page-table) pages, always FULL.
+    pub full_raw: u64,
+    /// Pages equal to their cached copy.
+    pub empty: u64,
+    /// Pages sent as deltas.
+    pub delta: u64,
+}
+
+impl FormCounts {
+    /// All pages counted.
+    pub fn pages(&self) -> u64 {
+        self.full_miss + self.full_raw + self.empty + self.delta
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &FormCounts) {
+        self.full_miss += other.full_miss;
+        self.full_raw += other.full_raw;
+        self.empty += other.empty;
+        self.delta += other.delta;
+    }
+}
+
+/// One compressed batch: the payload of a COMPRESSED_DATA chunk.
+///
+/// The bytes sit in one buffer as pieces (one per parallel segment), to be
+/// written in order; [`Chunk::to_vec`] joins them.
+pub struct Chunk {
+    buf: Vec<u8>,
+    pieces: Vec<Range<usize>>,
+    entries: Vec<(u64, PageType)>,
+    hashes: Vec<u64>,
+    counts: FormCounts,
+}
+
+impl Default for Chunk {
+    fn default() -> Self {
+        Chunk::new()
+    }
+}
+
+impl Chunk {
+    /// An empty chunk whose buffer grows on first use.
+    pub fn new() -> Chunk {
+        Chunk {
+            buf: Vec::new(),
+            pieces: Vec::new(),
+            entries: Vec::new(),
+            hashes: Vec::new(),
+            counts: FormCounts::default(),
+        }
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(|r| r.len()).sum()
+    }
+
+    /// True when the chunk carries no page.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Pages encoded in this chunk.
+    pub fn pages(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The payload's pieces, in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces.iter().map(|r| &self.buf[r.clone()])
+    }
+
+    /// The payload as one vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        self.pieces().for_each(|p| v.extend_from_slice(p));
+        v
+    }
+
+    /// (PFN, type) of each page, in send order.
+    pub fn entries(&self) -> &[(u64, PageType)] {
+        &self.entries
+    }
+
+    /// XXH3-64 of each page's new content, in send order (empty when the
+    /// compressor does not hash).
+    pub fn page_hashes(&self) -> &[u64] {
+        &self.hashes
+    }
+
+    /// How the pages were sent.
+    pub fn counts(&self) -> &FormCounts {
+        &self.counts
+    }
+}
+
+/// What the decision pass chose for one staged page.
+#[derive(Clone, Copy)]
+enum Job {
+    Raw,
+    Hit(u32),
+    Miss(u32),
+}
+
+impl Job {
+    fn slot(self) -> Option<u32> {
+        match self {
+            Job::Raw => None,
+            Job::Hit(s) | Job::Miss(s) => Some(s),
+        }
+    }
+}
+
+/// Settings of a [`BatchCompressor`].
+#[derive(Clone, Debug)]
+pub struct CompressOptions {
+    /// Delta cache capacity in pages.
+    pub cache_pages: usize,
+    /// Worker threads for the page kernels (1: no parallelism).
+    pub threads: usize,
+    /// Hash every page for the checkpoint digest.
+    pub hash_pages: bool,
+}
+
+/// Compresses staged batches against the delta cache.
+pub struct BatchCompressor {
+    cache: DeltaCache,
+    codec: Codec,
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+    hash_pages: bool,
+    jobs: Vec<Job>,
+    slot_wave: Vec<u32>,
+    wave: u32,
+}
+
+struct Work<'a> {
+    job: Job,
+    slot: Option<&'a mut PageBuf>,
+    hash: u64,
+}
+
+impl BatchCompressor {
+    /// A compressor with its own thread pool when `threads > 1`.
+    pub fn new(codec: Codec, opts: &CompressOptions) -> Result<BatchCompressor, EngineError> {
+        let threads = opts.threads.max(1);
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("ckpt-encode-{i}"))
+                    .build()
+                    .map_err(|e| EngineError::ThreadPool(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let cache = DeltaCache::new(opts.cache_pages);
+        let slots = cache.capacity();
+        Ok(BatchCompressor {
+            cache,
+            codec,
+            pool,
+            threads,
+            hash_pages: opts.hash_pages,
+            jobs: Vec::new(),
+            slot_wave: vec![0; slots],
+            wave: 0,
+        })
+    }
+
+    /// The kernel in use.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The delta cache.
+    pub fn cache(&self) -> &DeltaCache {
+        &self.cache
+    }
+
+    /// Compresses everything staged in `ring` into `chunk` (replacing its
+    /// contents). The ring is left as it is.
+    pub fn compress(&mut self, ring: &StagingRing, chunk: &mut Chunk) {
+        let entries = ring.entries();
+        let n = entries.len();
+        chunk.pieces.clear();
+        chunk.hashes.clear();
+        chunk.entries.clear();
+        chunk.entries.extend(entries.iter().map(|e| (e.pfn, e.ty)));
+        chunk.counts = FormCounts::default();
+        let need = n * MAX_ENCODED_LEN;
+        if chunk.buf.len() < need {
+            chunk.buf = vec![0u8; need.max(ring.capacity() * MAX_ENCODED_LEN)];
+        }
+        if self.hash_pages {
+            chunk.hashes.resize(n, 0);
+        }
+
+        // Staging-time drops of the batch's raw pages, before any decision.
+        for e in entries.iter().filter(|e| e.ty.is_raw()) {
+            self.cache.invalidate(e.pfn);
+        }
+        // The decision pass, in send order; waves split at reused slots.
+        self.jobs.clear();
+        let mut waves = vec![0usize];
+        self.next_wave();
+        for e in entries {
+            let job = if e.ty.is_raw() {
+                // A normal copy of the same PFN earlier in this batch must not
+                // survive the raw page that overwrites it on the receiver.
+                self.cache.invalidate(e.pfn);
+                chunk.counts.full_raw += 1;
+                Job::Raw
+            } else {
+                match self.cache.lookup(e.pfn) {
+                    Lookup::Hit(s) => Job::Hit(s),
+                    Lookup::Miss { slot, .. } => {
+                        chunk.counts.full_miss += 1;
+                        Job::Miss(slot)
+                    }
+                }
+            };
+            if let Some(s) = job.slot() {
+                if self.slot_wave[s as usize] == self.wave {
+                    waves.push(self.jobs.len());
+                    self.next_wave();
+                }
+                self.slot_wave[s as usize] = self.wave;
+            }
+            self.jobs.push(job);
+        }
+        waves.push(n);
+
+        let mut start = 0;
+        for w in waves.windows(2) {
+            let range = w[0]..w[1];
+            if range.is_empty() {
+                continue;
+            }
+            self.encode_wave(ring, range.clone(), chunk);
+            start = range.end;
+        }
+        debug_assert_eq!(start, n);
+    }
+
+    fn next_wave(&mut self) {
+        self.wave = self.wave.wrapping_add(1);
+        if self.wave == 0 {
+            self.slot_wave.fill(0);
+            self.wave = 1;
+        }
+    }
+
+    fn encode_wave(&mut self, ring: &StagingRing, range: Range<usize>, chunk: &mut Chunk) {
+        let codec = self.codec;
+        let hash_pages = self.hash_pages;
+        // Disjoint &mut to the wave's slots (slots are unique within a wave).
+        let mut slots: Vec<Option<&mut PageBuf>> =
+            self.cache.arena_mut().iter_mut().map(Some).collect();
+        let mut work: Vec<Work<'_>> = self.jobs[range.clone()]
+            .iter()
+            .map(|&job| Work {
+                job,
+                slot: job.slot().and_then(|s| slots[s as usize].take()),
+                hash: 0,
+            })
+            .collect();
+        let first = range.start;
+        let seg = if self.pool.is_some() {
+            (range.len() / (self.threads * 8)).max(16)
+        } else {
+            range.len()
+        };
+        let region = &mut chunk.buf[first * MAX_ENCODED_LEN..range.end * MAX_ENCODED_LEN];
+        let encode_segment = |(k, (items, out)): (usize, (&mut [Work<'_>], &mut [u8]))| {
+            let mut o = 0;
+            let mut counts = FormCounts::default();
+            for (j, w) in items.iter_mut().enumerate() {
+                let page = ring.page(first + k * seg + j);
+                let dst = &mut out[o..];
+                let len = match (w.job, w.slot.as_deref_mut()) {
+                    (Job::Hit(_), Some(cached)) => {
+                        let len = codec.encode(page, &mut cached.0, dst);
+                        let len = len.expect("a segment region holds MAX_ENCODED_LEN per page");
+                        match Form::of_first_byte(dst[0]) {
+                            Form::Empty => counts.empty += 1,
+                            _ => counts.delta += 1,
+                        }
+                        len
+                    }
+                    (Job::Miss(_), Some(cached)) => {
+                        cached.0.copy_from_slice(page);
+                        encode_full(page, dst).expect("region holds a FULL page")
+                    }
+                    _ => encode_full(page, dst).expect("region holds a FULL page"),
+                };
+                if hash_pages {
+                    w.hash = xxh3_64(page);
+                }
+                o += len;
+            }
+            (o, counts)
+        };
+        let results: Vec<(usize, FormCounts)> = match &self.pool {
+            Some(pool) => pool.install(|| {
+                work.par_chunks_mut(seg)
+                    .zip(region.par_chunks_mut(seg * MAX_ENCODED_LEN))
+                    .enumerate()
+                    .map(encode_segment)
+                    .collect()
+            }),
+            None => work
+                .chunks_mut(seg)
+                .zip(region.chunks_mut(seg * MAX_ENCODED_LEN))
+                .enumerate()
+                .map(encode_segment)
+                .collect(),
+        };
+        for (k, (len, counts)) in results.into_iter().enumerate() {
+            let at = (first + k * seg) * MAX_ENCODED_LEN;
+            chunk.pieces.push(at..at + len);
+            chunk.counts.empty += counts.empty;
+            chunk.counts.delta += counts.delta;
+        }
+        if hash_pages {
+            for (i, w) in work.iter().enumerate() {
+                chunk.hashes[first + i] = w.hash;
+            }
+        }
+    }
+}
+
+/// The sender-facing compressor: stage pages while the guest is paused,
+/// finish after it resumes.
+pub struct Compressor {
+    ring: StagingRing,
+    batch: BatchCompressor,
+    guest_pages: u64,
+    chunk: Chunk,
+}
+
+impl Compressor {
+    /// A compressor for a guest of `guest_pages` pages, with a staging ring
+    /// of `ring_pages`.
+    pub fn new(
+        codec: Codec,
+        opts: &CompressOptions,
+        ring_pages: usize,
+        guest_pages: u64,
+    ) -> Result<Compressor, EngineError> {
+        Ok(Compressor {
+            ring: StagingRing::new(ring_pages),
+            batch: BatchCompressor::new(codec, opts)?,
+            guest_pages: guest_pages.min(PFN_LIMIT),
+            chunk: Chunk::new(),
+        })
+    }
+
+    /// Stages one page. When it fills the ring, compresses what is staged
+    /// and returns that chunk, which must be sent before staging goes on.
+    pub fn stage(
+        &mut self,
+        pfn: u64,
+        ty: PageType,
+        page: &ckpt_simd::Page,
+    ) -> Result<Option<&Chunk>, EngineError> {
+        check_pfn(pfn, self.guest_pages)?;
+        if !ty.carries_data() {
+            return Err(EngineError::NoPageData { pfn, ty });
+        }
+        if self.ring.push(pfn, ty, page) {
+            self.batch.compress(&self.ring, &mut self.chunk);
+            self.ring.clear();
+            return Ok(Some(&self.chunk));
+        }
+        Ok(None)
+    }
+
+    /// Compresses whatever is still staged; `None` when nothing is.
+    pub fn finish(&mut self) -> Option<&Chunk> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        self.batch.compress(&self.ring, &mut self.chunk);
+        self.ring.clear();
+        Some(&self.chunk)
+    }
+
+    /// The batch compressor (cache, kernel, threads).
+    pub fn batch(&self) -> &BatchCompressor {
+        &self.batch
+    }
+}
+
+/// Rejects a PFN outside the guest (the original let PFN == size through).
+pub fn check_pfn(pfn: u64, guest_pages: u64) -> Result<(), EngineError> {
+    if pfn >= guest_pages || pfn >= PFN_LIMIT {
+        return Err(EngineError::PfnOutOfRange { pfn, guest_pages });
+    }
+    Ok(())
+}
