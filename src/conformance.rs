@@ -69,8 +69,8 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         threads,
         hash_pages: false,
     };
-    let mut compressor = Compressor::new(codec, &opts, ORIGINAL_RING_PAGES, 1 << 28)
-        .map_err(io::Error::other)?;
+    let mut compressor =
+        Compressor::new(codec, &opts, ORIGINAL_RING_PAGES, 1 << 28).map_err(io::Error::other)?;
     let mut memory: HashMap<u64, Box<Page>> = HashMap::new();
     let mut result = CaseResult {
         name,
@@ -125,7 +125,11 @@ fn compare_outputs(index: usize, ours: &[Vec<u8>], theirs: &[Vec<u8>]) -> Option
     }
     for (k, (a, b)) in ours.iter().zip(theirs).enumerate() {
         if a != b {
-            let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            let at = a
+                .iter()
+                .zip(b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(b.len()));
             return Some(format!(
                 "checkpoint {index} output {k}: {} bytes, expected {}; first difference at byte {at}",
                 a.len(),
@@ -157,11 +161,17 @@ fn replay_receiver(
             Err(e) => return Some(format!("checkpoint {index} page {i}: {e}")),
         }
         if page[..] != rec.page[..] {
-            return Some(format!("checkpoint {index} page {i} (pfn {:#x}): decoded page differs", rec.pfn));
+            return Some(format!(
+                "checkpoint {index} page {i} (pfn {:#x}): decoded page differs",
+                rec.pfn
+            ));
         }
     }
     if at != stream.len() {
-        return Some(format!("checkpoint {index}: {} bytes left after the last page", stream.len() - at));
+        return Some(format!(
+            "checkpoint {index}: {} bytes left after the last page",
+            stream.len() - at
+        ));
     }
     None
 }

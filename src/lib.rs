@@ -3,4 +3,24 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod demo;
+mod error;
+pub mod kernels;
 pub mod vectors;
+
+pub use error::{Error, Result};
+
+use ckpt_engine::config::Config;
+use ckpt_simd::{Codec, Kernel};
+
+/// The codec a run uses: the kernel forced by name (command line first, then
+/// the config), or the best this CPU supports. Forcing a kernel the CPU
+/// lacks is an error, never a silent fallback.
+pub fn select_codec(cli: Option<&str>, config: &Config) -> Result<Codec> {
+    let name = cli.unwrap_or(&config.engine.kernel);
+    if name.eq_ignore_ascii_case("auto") {
+        return Ok(Codec::best());
+    }
+    let kernel: Kernel = name.parse()?;
+    Ok(Codec::new(kernel)?)
+}

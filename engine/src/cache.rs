@@ -37,7 +37,10 @@ impl DeltaCache {
     /// A cache of `capacity` pages (at least 1).
     pub fn new(capacity: usize) -> DeltaCache {
         let capacity = capacity.max(1);
-        assert!(capacity <= u32::MAX as usize, "cache capacity exceeds u32 slots");
+        assert!(
+            capacity <= u32::MAX as usize,
+            "cache capacity exceeds u32 slots"
+        );
         DeltaCache {
             index: LruCache::unbounded(),
             arena: PageBuf::arena(capacity),
@@ -123,12 +126,24 @@ mod tests {
             assert!(matches!(c.lookup(pfn), Lookup::Miss { evicted: None, .. }));
         }
         assert!(matches!(c.lookup(0), Lookup::Hit(_))); // order now 1, 2, 0
-        assert!(matches!(c.lookup(9), Lookup::Miss { evicted: Some(1), .. }));
+        assert!(matches!(
+            c.lookup(9),
+            Lookup::Miss {
+                evicted: Some(1),
+                ..
+            }
+        ));
         assert!(c.invalidate(2));
         assert!(!c.invalidate(2));
         // The freed slot serves the next miss: nothing is evicted.
         assert!(matches!(c.lookup(7), Lookup::Miss { evicted: None, .. }));
-        assert!(matches!(c.lookup(8), Lookup::Miss { evicted: Some(0), .. }));
+        assert!(matches!(
+            c.lookup(8),
+            Lookup::Miss {
+                evicted: Some(0),
+                ..
+            }
+        ));
         assert_eq!(c.len(), 3);
         assert_eq!(c.pfns_by_recency().collect::<Vec<_>>(), vec![8, 7, 9]);
     }

@@ -8,8 +8,10 @@
 
 pub mod cache;
 pub mod compress;
+pub mod config;
 pub mod page;
 pub mod ring;
+pub mod synth;
 
 pub use compress::{BatchCompressor, Chunk, CompressOptions, Compressor, FormCounts};
 pub use page::{PageBuf, PageType};

@@ -2,7 +2,7 @@
 //! [`Kernel::is_available`]; a [`Codec`] value is proof that its kernel runs
 //! on this CPU, so calling it needs no further check.
 
-use crate::{generic, scalar, DecodeError, EncodeError, Page};
+use crate::{scalar, DecodeError, EncodeError, Page};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -135,7 +135,13 @@ fn scalar_equal(a: &Page, b: &Page) -> bool {
 }
 
 fn scalar_floor(a: &Page, b: &Page) -> u64 {
-    generic::read_floor(a, b)
+    a.chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .fold(0, |acc, (x, y)| {
+            let x = u64::from_ne_bytes(x.try_into().unwrap_or_default());
+            let y = u64::from_ne_bytes(y.try_into().unwrap_or_default());
+            acc | (x ^ y)
+        })
 }
 
 impl Codec {

@@ -84,7 +84,7 @@ fn run_end(bits: &Bitmap, start: usize, changed: bool) -> usize {
 /// two ranges must not overlap.
 #[inline(always)]
 pub(crate) unsafe fn copy_words(dst: *mut u8, src: *const u8, len: usize) {
-    debug_assert!(len >= WORD_SIZE && len % WORD_SIZE == 0);
+    debug_assert!(len >= WORD_SIZE && len.is_multiple_of(WORD_SIZE));
     // SAFETY (every block below): each move covers [k, k + N) with
     // 0 <= k and k + N <= len, inside both ranges by the caller's contract.
     unsafe {
@@ -239,19 +239,20 @@ pub(crate) unsafe fn pages_equal<I: Isa>(a: &Page, b: &Page) -> bool {
     })
 }
 
-/// The memory floor: reads every byte of both pages and folds them into a
-/// value the optimiser cannot drop, doing no other work.
+/// The memory floor: reads every byte of both pages with the ISA's widest
+/// loads and folds them into a value the optimiser cannot drop, with no
+/// bitmap, branch or store.
+///
+/// # Safety
+/// The CPU must support `I`'s instruction set.
 #[inline(always)]
-pub(crate) fn read_floor(a: &Page, b: &Page) -> u64 {
-    let mut acc = [0u64; 8];
-    for (ca, cb) in a.chunks_exact(64).zip(b.chunks_exact(64)) {
-        for k in 0..8 {
-            let x = u64::from_ne_bytes(ca[k * 8..k * 8 + 8].try_into().unwrap());
-            let y = u64::from_ne_bytes(cb[k * 8..k * 8 + 8].try_into().unwrap());
-            acc[k] |= x ^ y;
-        }
+pub(crate) unsafe fn read_floor<I: Isa>(a: &Page, b: &Page) -> u64 {
+    let mut acc = 0u16;
+    for k in 0..BLOCKS {
+        // SAFETY: k * BLOCK + BLOCK <= PAGE_SIZE; ISA forwarded from caller.
+        acc |= unsafe { I::block_diff(a.as_ptr().add(k * BLOCK), b.as_ptr().add(k * BLOCK)) };
     }
-    acc.iter().fold(0, |s, &v| s | v)
+    acc as u64
 }
 
 /// Instantiates the generic algorithm for one ISA as four entry points with
@@ -300,7 +301,8 @@ macro_rules! entry_points {
         /// The CPU must support the features named in `target_feature`.
         #[target_feature(enable = $feature)]
         pub(crate) unsafe fn read_floor(a: &$crate::Page, b: &$crate::Page) -> u64 {
-            $crate::generic::read_floor(a, b)
+            // SAFETY: this function's own contract.
+            unsafe { $crate::generic::read_floor::<$isa>(a, b) }
         }
     };
 }

@@ -155,9 +155,9 @@ fn arb_pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
             let mut n = 0;
             while n < target {
                 let s = rng.below(1024);
-                for w in s..(s + cluster).min(1024) {
-                    if !changed[w] && n < target {
-                        changed[w] = true;
+                for (w, done) in changed.iter_mut().enumerate().skip(s).take(cluster) {
+                    if !*done && n < target {
+                        *done = true;
                         n += 1;
                         common::change_word(&mut new, w, &mut rng);
                     }

@@ -98,9 +98,9 @@ pub fn cases() -> Vec<(String, Box<Page>, Box<Page>)> {
             while marked < target {
                 let start = rng.below(WORDS_PER_PAGE);
                 let len = if clustered { 1 + rng.below(16) } else { 1 };
-                for w in start..(start + len).min(WORDS_PER_PAGE) {
-                    if !set[w] && marked < target {
-                        set[w] = true;
+                for bit in set.iter_mut().skip(start).take(len) {
+                    if !*bit && marked < target {
+                        *bit = true;
                         marked += 1;
                     }
                 }
