@@ -79,9 +79,9 @@ impl WorkingSet {
     fn encode_pass(&mut self, codec: Codec, to_b: bool) -> usize {
         let new = if to_b { &self.b } else { &self.a };
         let mut o = 0;
-        for (n, r) in new.iter().zip(self.reference.iter_mut()) {
+        for i in 0..new.len() {
             o += codec
-                .encode(&n.0, &mut r.0, &mut self.out[o..])
+                .encode(&new[i].0, &mut self.reference[i].0, &mut self.out[o..])
                 .expect("buffer holds the worst case");
         }
         o
@@ -120,10 +120,15 @@ pub fn supported() -> Vec<Codec> {
 
 /// Measures every supported kernel and the floor over a working set of
 /// `mib` MiB (both pages of every pair), `reps` repetitions.
-pub fn bench(mib: usize, reps: usize, mut progress: impl FnMut(&str)) -> KernelBench {
+pub fn bench(
+    mib: usize,
+    reps: usize,
+    densities: &[u32],
+    codecs: &[Codec],
+    mut progress: impl FnMut(&str),
+) -> KernelBench {
     let pairs = (mib << 20) / (2 * PAGE_SIZE);
     let bytes = (pairs * PAGE_SIZE) as f64;
-    let codecs = supported();
     let floor_codec = Codec::best();
     let mut floor = BTreeMap::new();
     let mut figures: Vec<KernelFigures> = codecs
@@ -134,7 +139,7 @@ pub fn bench(mib: usize, reps: usize, mut progress: impl FnMut(&str)) -> KernelB
             decode_gbps: BTreeMap::new(),
         })
         .collect();
-    for &density in &DENSITIES {
+    for &density in densities {
         progress(&format!("density {density}%"));
         let mut ws = WorkingSet::new(pairs, density, 0x5EED);
         let mut floor_t = Vec::new();
@@ -180,18 +185,18 @@ pub fn bench(mib: usize, reps: usize, mut progress: impl FnMut(&str)) -> KernelB
 /// The result as a Markdown table with ratios to the floor.
 pub fn table(b: &KernelBench) -> String {
     let mut s = String::new();
-    let cols: Vec<String> = DENSITIES.iter().map(|d| format!("{d}%")).collect();
+    let mut keys: Vec<u32> = b.floor_gbps.keys().filter_map(|k| k.parse().ok()).collect();
+    keys.sort_unstable();
+    let cols: Vec<String> = keys.iter().map(|d| format!("{d}%")).collect();
     s += &format!("| kernel | op | {} |\n", cols.join(" | "));
     s += &format!("|---|---|{}\n", "---|".repeat(cols.len()));
+    let densities: Vec<String> = keys.iter().map(|d| d.to_string()).collect();
     let row = |m: &BTreeMap<String, f64>, floor: Option<&BTreeMap<String, f64>>| {
-        DENSITIES
+        densities
             .iter()
-            .map(|d| {
-                let k = d.to_string();
-                match floor {
-                    Some(f) => format!("{:.2} ({:.2}x)", m[&k], m[&k] / f[&k]),
-                    None => format!("{:.2}", m[&k]),
-                }
+            .map(|k| match floor {
+                Some(f) => format!("{:.2} ({:.2}x)", m[k], m[k] / f[k]),
+                None => format!("{:.2}", m[k]),
             })
             .collect::<Vec<_>>()
             .join(" | ")

@@ -60,6 +60,12 @@ enum Command {
         /// Repetitions per figure (the median is reported).
         #[arg(long, default_value_t = 9)]
         reps: usize,
+        /// Densities to measure, in percent of words changed.
+        #[arg(long, value_delimiter = ',', default_values_t = kernels::DENSITIES)]
+        density: Vec<u32>,
+        /// Measure only this kernel (default: every supported kernel).
+        #[arg(long)]
+        kernel: Option<String>,
     },
 }
 
@@ -162,6 +168,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             mib,
             reps,
+            density,
+            kernel,
         } => {
             if !bench {
                 let best = Kernel::best();
@@ -176,7 +184,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            let result = kernels::bench(mib.max(1), reps.max(1), |s| eprintln!("measuring {s}"));
+            let codecs = match kernel {
+                Some(name) => vec![Codec::new(name.parse::<Kernel>()?)?],
+                None => kernels::supported(),
+            };
+            let result = kernels::bench(mib.max(1), reps.max(1), &density, &codecs, |s| {
+                eprintln!("measuring {s}")
+            });
             if json {
                 println!(
                     "{}",
@@ -191,7 +205,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", kernels::table(&result));
                 println!("dispatch: {}", result.dispatch);
             }
-            let _ = Codec::best();
             Ok(ExitCode::SUCCESS)
         }
     }

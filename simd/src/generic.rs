@@ -14,7 +14,7 @@
 
 use crate::{
     check_copy_available, read_marker, DecodeError, EncodeError, Page, EMPTY_MARKER, FULL_MARKER,
-    MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
+    MAX_DELTA_LEN, MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
 };
 use core::ptr;
 
@@ -112,12 +112,60 @@ pub(crate) unsafe fn copy_words(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
-/// Emits the DELTA markers for `bits`. Returns the length, or `None` when
-/// `out` is too small (bytes already written are garbage to the caller).
+/// Copies `len` bytes (a multiple of 4, at least 4) rounded up to whole
+/// 64-byte moves, to `dst` and, when given, to `dst2` at the same time.
+///
+/// # Safety
+/// `src` must be valid for reads and `dst`/`dst2` for writes of
+/// `len.next_multiple_of(64)` bytes; no range may overlap another.
 #[inline(always)]
-fn emit_delta(bits: &Bitmap, new: &Page, out: &mut [u8]) -> Option<usize> {
+unsafe fn copy_rounded(dst: *mut u8, dst2: Option<*mut u8>, src: *const u8, len: usize) {
+    // SAFETY (whole body): every 64-byte move at offset k has
+    // k + 64 <= len.next_multiple_of(64), in bounds by the contract.
+    #[inline(always)]
+    unsafe fn move64(dst: *mut u8, dst2: Option<*mut u8>, src: *const u8, k: usize) {
+        unsafe {
+            let v = ptr::read_unaligned(src.add(k) as *const [u8; 64]);
+            ptr::write_unaligned(dst.add(k) as *mut [u8; 64], v);
+            if let Some(d2) = dst2 {
+                ptr::write_unaligned(d2.add(k) as *mut [u8; 64], v);
+            }
+        }
+    }
+    // Straight-line moves for the common short runs: a loop here is turned
+    // into a libc memcpy call per run, which costs more than the copy.
+    unsafe {
+        move64(dst, dst2, src, 0);
+        if len > 64 {
+            move64(dst, dst2, src, 64);
+            let mut k = 128;
+            while k < len {
+                move64(dst, dst2, src, k);
+                k += 64;
+            }
+        }
+    }
+}
+
+/// Emits the DELTA markers for `bits`. Returns the length, or `None` when
+/// `out` is too small. Bytes of `out` past the returned length may have been
+/// overwritten (runs are copied in whole 64-byte moves when room allows);
+/// nothing past `out`'s end is ever written.
+///
+/// With `UPDATE` the changed words are also written into `reference` as they
+/// are copied; the caller sets it only when `out` cannot be too small, so a
+/// failed encode never leaves the reference half updated.
+#[inline(always)]
+fn emit_delta<const UPDATE: bool>(
+    bits: &Bitmap,
+    new: &Page,
+    reference: &mut Page,
+    out: &mut [u8],
+) -> Option<usize> {
     let cap = out.len();
     let dst = out.as_mut_ptr();
+    let src = new.as_ptr();
+    let refp = reference.as_mut_ptr();
     let mut o = 0usize;
     let mut pos = 0usize;
     let mut changed = bits[0] & 1 != 0;
@@ -127,15 +175,30 @@ fn emit_delta(bits: &Bitmap, new: &Page, out: &mut [u8]) -> Option<usize> {
             let piece = (end - pos).min(MAX_RUN);
             if changed {
                 let bytes = piece * WORD_SIZE;
-                if cap - o < 1 + bytes {
-                    return None;
-                }
-                // SAFETY: o + 1 + bytes <= cap was checked above, and
-                // (pos + piece) * 4 <= PAGE_SIZE because end <= 1024; `out`
-                // and `new` are distinct borrows, so they do not overlap.
-                unsafe {
-                    *dst.add(o) = piece as u8;
-                    copy_words(dst.add(o + 1), new.as_ptr().add(pos * WORD_SIZE), bytes);
+                let at = pos * WORD_SIZE;
+                let rounded = bytes.next_multiple_of(64);
+                if cap - o > rounded && at + rounded <= PAGE_SIZE {
+                    // SAFETY: o + 1 + rounded <= cap and at + rounded <=
+                    // PAGE_SIZE were checked above; out, new and reference
+                    // are distinct borrows.
+                    unsafe {
+                        *dst.add(o) = piece as u8;
+                        let r = if UPDATE { Some(refp.add(at)) } else { None };
+                        copy_rounded(dst.add(o + 1), r, src.add(at), bytes);
+                    }
+                } else {
+                    if cap - o < 1 + bytes {
+                        return None;
+                    }
+                    // SAFETY: o + 1 + bytes <= cap was checked above and
+                    // at + bytes <= PAGE_SIZE because end <= 1024.
+                    unsafe {
+                        *dst.add(o) = piece as u8;
+                        copy_words(dst.add(o + 1), src.add(at), bytes);
+                        if UPDATE {
+                            copy_words(refp.add(at), src.add(at), bytes);
+                        }
+                    }
                 }
                 o += 1 + bytes;
             } else {
@@ -172,7 +235,11 @@ pub(crate) unsafe fn encode<I: Isa>(
         *out.first_mut().ok_or(too_small)? = EMPTY_MARKER;
         return Ok(1);
     }
-    let len = emit_delta(&bits, new, out).ok_or(too_small)?;
+    if out.len() >= MAX_DELTA_LEN {
+        // Cannot fail: update the reference while copying.
+        return emit_delta::<true>(&bits, new, reference, out).ok_or(too_small);
+    }
+    let len = emit_delta::<false>(&bits, new, reference, out).ok_or(too_small)?;
     for (q, &w) in bits.iter().enumerate() {
         for k in 0..4 {
             if (w >> (16 * k)) & 0xFFFF != 0 {
