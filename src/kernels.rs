@@ -48,7 +48,9 @@ pub struct KernelBench {
     pub repetitions: usize,
 }
 
-struct WorkingSet {
+/// Page pairs at one density, with a reference copy per pair, a receiver
+/// copy and an output buffer: the state one measurement pass works on.
+pub struct WorkingSet {
     a: Box<[PageBuf]>,
     b: Box<[PageBuf]>,
     reference: Box<[PageBuf]>,
@@ -57,7 +59,9 @@ struct WorkingSet {
 }
 
 impl WorkingSet {
-    fn new(pairs: usize, density: u32, seed: u64) -> WorkingSet {
+    /// `pairs` page pairs whose new versions differ from their references in
+    /// `density` percent of words (clustered runs).
+    pub fn new(pairs: usize, density: u32, seed: u64) -> WorkingSet {
         let mut rng = Rng::new(seed ^ density as u64);
         let mut a = PageBuf::arena(pairs);
         let mut b = PageBuf::arena(pairs);
@@ -75,8 +79,10 @@ impl WorkingSet {
         }
     }
 
-    /// Encodes the version that differs from the references; returns bytes.
-    fn encode_pass(&mut self, codec: Codec, to_b: bool) -> usize {
+    /// Encodes every pair once, alternating between the two new versions
+    /// (`to_b`) so that every pass sees the same density; returns the bytes
+    /// written.
+    pub fn encode_pass(&mut self, codec: Codec, to_b: bool) -> usize {
         let new = if to_b { &self.b } else { &self.a };
         let mut o = 0;
         for i in 0..new.len() {
@@ -87,14 +93,16 @@ impl WorkingSet {
         o
     }
 
-    fn floor_pass(&self, codec: Codec) -> u64 {
+    /// Reads both pages of every pair and nothing else.
+    pub fn floor_pass(&self, codec: Codec) -> u64 {
         self.a
             .iter()
             .zip(self.reference.iter())
             .fold(0, |acc, (x, y)| acc ^ codec.read_floor(&x.0, &y.0))
     }
 
-    fn decode_pass(&mut self, codec: Codec, len: usize) {
+    /// Decodes the first `len` output bytes onto the receiver copies.
+    pub fn decode_pass(&mut self, codec: Codec, len: usize) {
         let mut at = 0;
         for page in self.receiver.iter_mut() {
             at += codec
