@@ -29,7 +29,6 @@ fn kernels(c: &mut Criterion) {
                 })
             });
             let len = ws.encode_pass(codec, to_b);
-            to_b = !to_b;
             group.bench_function(BenchmarkId::new("decode", codec.kernel()), |b| {
                 b.iter(|| ws.decode_pass(codec, len))
             });
