@@ -9,8 +9,12 @@
 pub mod cache;
 pub mod compress;
 pub mod config;
+pub mod memory;
 pub mod page;
+pub mod pipeline;
+pub mod receiver;
 pub mod ring;
+pub mod stream;
 pub mod synth;
 
 pub use compress::{BatchCompressor, Chunk, CompressOptions, Compressor, FormCounts};
@@ -38,6 +42,32 @@ pub enum EngineError {
         /// Its type.
         ty: PageType,
     },
+    /// A page of a type that carries data was given no contents.
+    #[error("pfn {pfn:#x} has type {ty:?}, which needs page data")]
+    MissingPageData {
+        /// The PFN given.
+        pfn: u64,
+        /// Its type.
+        ty: PageType,
+    },
+    /// A toolstack chunk of a type the stream does not carry, or whose
+    /// payload has the wrong size for its type.
+    #[error("toolstack chunk {id} with a {len}-byte payload is not supported")]
+    ForeignChunk {
+        /// Chunk type.
+        id: i32,
+        /// Payload length given.
+        len: usize,
+    },
+    /// A call out of order (for example a page outside a checkpoint).
+    #[error("out of order: {0}")]
+    Sequence(&'static str),
+    /// Writing the stream failed; the sender stops.
+    #[error("writing the stream failed: {0}")]
+    Write(std::io::Error),
+    /// The sender has stopped (after an error or `finish`).
+    #[error("the sender has stopped")]
+    Finished,
     /// The worker threads could not be started.
     #[error("cannot start worker threads: {0}")]
     ThreadPool(String),

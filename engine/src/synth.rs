@@ -250,3 +250,107 @@ pub fn page_pair(rng: &mut Rng, density: f64) -> (Box<Page>, Box<Page>) {
     mutate(rng, &mut new, density, true);
     (reference, new)
 }
+
+/// One checkpoint as a Remus sender produces it.
+pub struct SyntheticCheckpoint {
+    /// PFN entries in send order, with content for the types that carry it.
+    pub pages: Vec<(u64, PageType, Option<Box<Page>>)>,
+    /// Toolstack chunks sent with it.
+    pub foreign: Vec<(i32, Vec<u8>)>,
+    /// Whether this checkpoint is uncompressed and switches compression on.
+    pub enable_compression: bool,
+}
+
+/// A scripted run of a synthetic guest: first the whole memory uncompressed
+/// (Format A, ending with ENABLE_COMPRESSION, as a live migration's last
+/// iteration), then compressed checkpoints of the given dirty-set sizes, with
+/// raw page-table pages, entries without data (XTAB, XALLOC, BROKEN) and the
+/// toolstack's own chunks mixed in.
+pub struct Scenario {
+    guest: SyntheticGuest,
+    sizes: std::vec::IntoIter<usize>,
+    first: bool,
+    rng: Rng,
+}
+
+impl Scenario {
+    /// A scenario for a guest of `pages` pages.
+    pub fn new(pages: u64, seed: u64, sizes: &[usize]) -> Scenario {
+        Scenario {
+            guest: SyntheticGuest::new(pages, seed),
+            sizes: sizes.to_vec().into_iter(),
+            first: true,
+            rng: Rng::new(seed ^ 0xA5A5),
+        }
+    }
+
+    /// The guest's current memory.
+    pub fn guest(&self) -> &SyntheticGuest {
+        &self.guest
+    }
+}
+
+impl Iterator for Scenario {
+    type Item = SyntheticCheckpoint;
+
+    fn next(&mut self) -> Option<SyntheticCheckpoint> {
+        let total = self.guest.pages();
+        if self.first {
+            self.first = false;
+            let dirty = self.guest.checkpoint(total as usize);
+            let mut pages: Vec<_> = dirty
+                .iter()
+                .map(|d| {
+                    (
+                        d.pfn,
+                        PageType::Normal,
+                        Some(Box::new(*self.guest.page(d.pfn))),
+                    )
+                })
+                .collect();
+            // Pages the first pass left untouched are sent as they are (zero).
+            let mut sent = vec![false; total as usize];
+            dirty.iter().for_each(|d| sent[d.pfn as usize] = true);
+            for pfn in (0..total).filter(|&p| !sent[p as usize]) {
+                pages.push((pfn, PageType::Normal, Some(Box::new(*self.guest.page(pfn)))));
+            }
+            let tsc = [
+                1u8, 0, 0, 0, 0x10, 0x27, 0, 0, 0, 0, 0, 0, 0xC4, 0x09, 0, 0, 1, 0, 0, 0,
+            ];
+            return Some(SyntheticCheckpoint {
+                pages,
+                foreign: vec![(-7, tsc.to_vec())],
+                enable_compression: true,
+            });
+        }
+        let n = self.sizes.next()?;
+        let dirty = self.guest.checkpoint(n);
+        let mut in_set = std::collections::HashSet::new();
+        let mut pages = Vec::with_capacity(dirty.len() + 4);
+        for d in &dirty {
+            in_set.insert(d.pfn);
+            pages.push((d.pfn, d.ty, Some(Box::new(*self.guest.page(d.pfn)))));
+        }
+        // A few entries without data, at PFNs not sent with data.
+        for ty in [PageType::XTab, PageType::XAlloc, PageType::Broken] {
+            let pfn = self.rng.below(total);
+            if !dirty.is_empty() && in_set.insert(pfn) {
+                let at = self.rng.below(pages.len() as u64 + 1) as usize;
+                pages.insert(at, (pfn, ty, None));
+            }
+        }
+        let foreign = if self.rng.chance(0.5) {
+            vec![
+                (-9, Vec::new()),
+                (-3, vec![0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]),
+            ]
+        } else {
+            Vec::new()
+        };
+        Some(SyntheticCheckpoint {
+            pages,
+            foreign,
+            enable_compression: false,
+        })
+    }
+}

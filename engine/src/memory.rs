@@ -1,0 +1,126 @@
+//! Guest memory on the backup: where a receiver applies checkpoints.
+//!
+//! [`SparseMemory`] keeps only pages ever written (unwritten pages read as
+//! zeros); [`ImageFile`] maps a raw image file (page `p` at offset
+//! `p * 4096`) into memory.
+
+use crate::page::PageBuf;
+use ckpt_simd::{Page, PAGE_SIZE};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+/// Memory a receiver applies checkpoints to.
+pub trait GuestMemory {
+    /// Pages of the guest; PFNs at or past it are rejected before any access.
+    fn pages(&self) -> u64;
+    /// The page at `pfn` (< `pages()`).
+    fn page(&self, pfn: u64) -> &Page;
+    /// The page at `pfn` (< `pages()`), for writing.
+    fn page_mut(&mut self, pfn: u64) -> &mut Page;
+    /// Makes written pages durable, where that means anything.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// In-memory guest memory that stores only pages ever written.
+pub struct SparseMemory {
+    pages: u64,
+    map: HashMap<u64, Box<PageBuf>>,
+}
+
+const ZERO: Page = [0u8; PAGE_SIZE];
+
+impl SparseMemory {
+    /// A guest of `pages` zero pages.
+    pub fn new(pages: u64) -> SparseMemory {
+        SparseMemory {
+            pages,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Pages that hold storage (ever written).
+    pub fn resident(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl GuestMemory for SparseMemory {
+    fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn page(&self, pfn: u64) -> &Page {
+        self.map.get(&pfn).map_or(&ZERO, |p| &p.0)
+    }
+
+    fn page_mut(&mut self, pfn: u64) -> &mut Page {
+        assert!(pfn < self.pages, "pfn checked by the caller");
+        &mut self
+            .map
+            .entry(pfn)
+            .or_insert_with(|| Box::new(PageBuf([0; PAGE_SIZE])))
+            .0
+    }
+}
+
+/// A raw guest image file, memory-mapped: page `p` at offset `p * 4096`.
+pub struct ImageFile {
+    map: memmap2::MmapMut,
+    pages: u64,
+}
+
+impl ImageFile {
+    /// Opens (creating if needed) an image of `pages` pages, growing the file
+    /// to that size; existing contents are kept.
+    pub fn open(path: &Path, pages: u64) -> io::Result<ImageFile> {
+        let file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = pages
+            .checked_mul(PAGE_SIZE as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
+        if file.metadata()?.len() < len {
+            file.set_len(len)?;
+        }
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty image"));
+        }
+        // SAFETY: the mapping is of a file this process opened for writing;
+        // the project's contract (README, SECURITY.md) is that nothing else
+        // modifies or truncates the image while a restore runs. Every access
+        // goes through bounds-checked slices of the mapping.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len as usize)
+                .map_mut(&file)?
+        };
+        Ok(ImageFile { map, pages })
+    }
+}
+
+impl GuestMemory for ImageFile {
+    fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn page(&self, pfn: u64) -> &Page {
+        let at = pfn as usize * PAGE_SIZE;
+        self.map[at..at + PAGE_SIZE].try_into().unwrap()
+    }
+
+    fn page_mut(&mut self, pfn: u64) -> &mut Page {
+        let at = pfn as usize * PAGE_SIZE;
+        (&mut self.map[at..at + PAGE_SIZE]).try_into().unwrap()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.map.flush()
+    }
+}
