@@ -119,7 +119,7 @@ enum Out {
     },
     Batch {
         entries: Vec<u64>,
-        chunk: Option<Chunk>,
+        chunk: Option<Box<Chunk>>,
         ring: Option<StagingRing>,
         compress: Duration,
     },
@@ -394,7 +394,7 @@ fn compress_stage(
                     ring.clear();
                     Out::Batch {
                         entries,
-                        chunk: Some(chunk),
+                        chunk: Some(Box::new(chunk)),
                         ring: None,
                         compress,
                     }
@@ -568,7 +568,7 @@ fn write_stage<W: Write>(
         match msg {
             Out::Batch { chunk, ring, .. } => {
                 if let Some(c) = chunk {
-                    let _ = chunk_back.send(c);
+                    let _ = chunk_back.send(*c);
                 }
                 drop(ring);
             }

@@ -269,6 +269,7 @@ pub struct SyntheticCheckpoint {
 pub struct Scenario {
     guest: SyntheticGuest,
     sizes: std::vec::IntoIter<usize>,
+
     first: bool,
     rng: Rng,
 }
@@ -278,7 +279,7 @@ impl Scenario {
     pub fn new(pages: u64, seed: u64, sizes: &[usize]) -> Scenario {
         Scenario {
             guest: SyntheticGuest::new(pages, seed),
-            sizes: sizes.to_vec().into_iter(),
+            sizes: Vec::from(sizes).into_iter(),
             first: true,
             rng: Rng::new(seed ^ 0xA5A5),
         }
