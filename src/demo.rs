@@ -1,88 +1,99 @@
-//! `ckpt demo`: a built-in sequence of checkpoints from a synthetic guest,
-//! compressed, decoded by a receiver, and verified page by page.
+//! `ckpt demo`: a built-in run of a synthetic guest, primary to backup over
+//! a loopback TCP connection: the send pipeline compresses each checkpoint,
+//! the receiver verifies and applies it, and at the end every page of the
+//! backup is compared with the primary's.
 
-use ckpt_engine::synth::SyntheticGuest;
-use ckpt_engine::{CompressOptions, Compressor, FormCounts, PageBuf};
-use ckpt_simd::{Codec, PAGE_SIZE};
+use crate::Result;
+use ckpt_engine::config::ReceiverConfig;
+use ckpt_engine::memory::{GuestMemory, SparseMemory};
+use ckpt_engine::pipeline::{Latencies, SendStats, Sender, SenderOptions};
+use ckpt_engine::receiver::Receiver;
+use ckpt_engine::synth::{Scenario, SyntheticCheckpoint};
+use ckpt_simd::Codec;
+use std::io::BufWriter;
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// A chunk as the receiver gets it: its entries and payload.
-type SentChunk = (Vec<(u64, ckpt_engine::PageType)>, Vec<u8>);
+/// Guest size of the built-in run, in pages (128 MiB).
+pub const GUEST_PAGES: u64 = 32 * 1024;
+
+/// Dirty-set sizes after the first full send: ordinary checkpoints, one that
+/// overflows the staging ring, and an empty one.
+pub const SEQUENCE: [usize; 12] = [
+    800, 1500, 300, 2600, 9000, 1200, 0, 700, 2000, 450, 3000, 6000,
+];
 
 /// Summary of a demo run.
-#[derive(Debug, Default)]
 pub struct DemoReport {
-    /// Checkpoints sent.
-    pub checkpoints: usize,
-    /// Pages sent.
-    pub pages: u64,
-    /// Page bytes in.
-    pub input_bytes: u64,
-    /// Compressed bytes out.
-    pub output_bytes: u64,
-    /// How pages were sent.
-    pub counts: FormCounts,
-    /// Time spent staging (the guest-paused copy).
-    pub stage: Duration,
-    /// Time spent compressing.
-    pub compress: Duration,
-    /// Time spent decoding on the receiver.
-    pub decode: Duration,
-    /// Every page of the receiver equals the guest's after every checkpoint.
+    /// What the sender wrote.
+    pub sent: SendStats,
+    /// Sender latencies.
+    pub latencies: Latencies,
+    /// Checkpoints the backup applied.
+    pub applied: u64,
+    /// Time the backup spent receiving and applying.
+    pub receive: Duration,
+    /// Wall time of the whole run.
+    pub wall: Duration,
+    /// Every page of the backup equals the primary's.
     pub verified: bool,
 }
 
-/// Dirty-set sizes of the built-in sequence: a first full send, ordinary
-/// checkpoints, one that overflows the staging ring, and an empty one.
-pub const SEQUENCE: [usize; 12] = [
-    6000, 800, 1500, 300, 2600, 9000, 1200, 0, 700, 2000, 450, 3000,
-];
+/// Sends one scripted checkpoint through `sender`.
+pub fn send_checkpoint<W: std::io::Write + Send + 'static>(
+    sender: &mut Sender<W>,
+    cp: &SyntheticCheckpoint,
+) -> Result<()> {
+    sender.begin_checkpoint()?;
+    for (pfn, ty, page) in &cp.pages {
+        sender.page(*pfn, *ty, page.as_deref())?;
+    }
+    for (id, payload) in &cp.foreign {
+        sender.foreign_chunk(*id, payload)?;
+    }
+    if cp.enable_compression {
+        sender.enable_compression()?;
+    }
+    sender.end_checkpoint()?;
+    Ok(())
+}
 
 /// Runs the built-in sequence.
-pub fn run(codec: Codec, opts: &CompressOptions, ring_pages: usize) -> crate::Result<DemoReport> {
-    let mut guest = SyntheticGuest::new(32 * 1024, 0xDE70);
-    let mut compressor = Compressor::new(codec, opts, ring_pages, guest.pages())?;
-    let mut receiver = PageBuf::arena(guest.pages() as usize);
-    let mut report = DemoReport {
-        verified: true,
-        ..Default::default()
-    };
-    for &n in &SEQUENCE {
-        let dirty = guest.checkpoint(n);
-        report.checkpoints += 1;
-        report.pages += dirty.len() as u64;
-        report.input_bytes += (dirty.len() * PAGE_SIZE) as u64;
-        let mut chunks: Vec<SentChunk> = Vec::new();
-        let mut staged = Duration::ZERO;
+pub fn run(codec: Codec, opts: &SenderOptions) -> Result<DemoReport> {
+    let wall = Instant::now();
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let limits = ReceiverConfig::default();
+    let backup = std::thread::spawn(move || -> std::io::Result<(SparseMemory, u64, Duration)> {
+        let (socket, _) = listener.accept()?;
         let t = Instant::now();
-        for d in &dirty {
-            let s = Instant::now();
-            let out = compressor.stage(d.pfn, d.ty, guest.page(d.pfn))?;
-            staged += s.elapsed();
-            if let Some(chunk) = out {
-                report.counts.add(chunk.counts());
-                chunks.push((chunk.entries().to_vec(), chunk.to_vec()));
-            }
+        let mut rx = Receiver::new(socket, limits, codec)?;
+        let mut memory = SparseMemory::new(rx.guest_pages());
+        let mut applied = 0;
+        while rx.next_checkpoint(&mut memory)?.is_some() {
+            applied += 1;
         }
-        if let Some(chunk) = compressor.finish() {
-            report.counts.add(chunk.counts());
-            chunks.push((chunk.entries().to_vec(), chunk.to_vec()));
-        }
-        report.stage += staged;
-        report.compress += t.elapsed() - staged;
-        let t = Instant::now();
-        for (entries, bytes) in &chunks {
-            report.output_bytes += bytes.len() as u64;
-            let mut at = 0;
-            for &(pfn, _) in entries {
-                at += codec.decode(&bytes[at..], &mut receiver[pfn as usize].0)?;
-            }
-        }
-        report.decode += t.elapsed();
-        report.verified &= dirty
-            .iter()
-            .all(|d| receiver[d.pfn as usize].0 == *guest.page(d.pfn));
+        Ok((memory, applied, t.elapsed()))
+    });
+    let socket = TcpStream::connect(addr)?;
+    socket.set_nodelay(true)?;
+    let mut sender = Sender::new(BufWriter::with_capacity(1 << 20, socket), codec, opts)?;
+    let mut scenario = Scenario::new(opts.guest_pages, 0xDE70, &SEQUENCE);
+    for cp in scenario.by_ref() {
+        send_checkpoint(&mut sender, &cp)?;
     }
-    report.verified &= (0..guest.pages()).all(|p| receiver[p as usize].0 == *guest.page(p));
-    Ok(report)
+    let (_, sent, latencies) = sender.finish()?;
+    let (memory, applied, receive) = backup
+        .join()
+        .map_err(|_| crate::Error::Other("backup thread panicked".into()))??;
+    let guest = scenario.guest();
+    let verified = (0..guest.pages()).all(|p| memory.page(p) == guest.page(p));
+    Ok(DemoReport {
+        sent,
+        latencies,
+        applied,
+        receive,
+        wall: wall.elapsed(),
+        verified,
+    })
 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// The sending engine rejected an input.
     #[error(transparent)]
     Engine(#[from] ckpt_engine::EngineError),
+    /// A stream or checkpoint was rejected by the receiver.
+    #[error(transparent)]
+    Receive(#[from] ckpt_engine::receiver::ReceiveError),
     /// A page encoding was malformed.
     #[error(transparent)]
     Decode(#[from] ckpt_simd::DecodeError),

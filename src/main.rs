@@ -1,7 +1,8 @@
 //! `ckpt`: compresses VM checkpoints for Remus-style replication.
 
-use ckpt::{conformance, demo, kernels, select_codec, Error, Result};
+use ckpt::{conformance, demo, kernels, select_codec, stream_cmd, Error, Result};
 use ckpt_engine::config::Config;
+use ckpt_engine::pipeline::{Latencies, SenderOptions};
 use ckpt_engine::CompressOptions;
 use ckpt_simd::{Codec, Kernel};
 use clap::{Parser, Subcommand};
@@ -38,6 +39,30 @@ enum Command {
     Demo {
         #[command(flatten)]
         tuning: Tuning,
+    },
+    /// Compress the built-in synthetic run into a checkpoint stream file.
+    Compress {
+        /// Stream file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Apply a stream file to a guest image file, verifying each checkpoint.
+    Restore {
+        /// Stream file to read.
+        stream: PathBuf,
+        /// Raw guest image (created or grown to the guest's size).
+        #[arg(long)]
+        image: PathBuf,
+        /// Page kernel by name, overriding the config.
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// List a stream's chunks with offsets and sizes, verifying every checkpoint.
+    Inspect {
+        /// Stream file to read.
+        stream: PathBuf,
     },
     /// Replay golden vectors and check every output byte for byte.
     Conformance {
@@ -76,11 +101,50 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     })
 }
 
-fn options(config: &Config, tuning: &Tuning) -> CompressOptions {
-    CompressOptions {
-        cache_pages: config.engine.cache_pages,
-        threads: tuning.threads.unwrap_or_else(|| config.threads()),
-        hash_pages: config.engine.digest,
+fn sender_options(config: &Config, tuning: &Tuning, guest_pages: u64) -> SenderOptions {
+    SenderOptions {
+        compress: CompressOptions {
+            cache_pages: config.engine.cache_pages,
+            threads: tuning.threads.unwrap_or_else(|| config.threads()).max(1),
+            hash_pages: true,
+        },
+        ring_pages: config.engine.ring_pages,
+        guest_pages,
+    }
+}
+
+fn print_latencies(l: &Latencies) {
+    let row = |name: &str, h: &hdrhistogram::Histogram<u64>| {
+        println!(
+            "  {name:<10} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms",
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.value_at_quantile(0.999) as f64 / 1e3
+        )
+    };
+    println!("latency per checkpoint:");
+    row("stage", &l.stage);
+    row("compress", &l.compress);
+    row("write", &l.write);
+    row("checkpoint", &l.checkpoint);
+}
+
+fn finish_stream_report(r: &stream_cmd::RestoreReport, holder: &str) -> Result<ExitCode> {
+    let last = r.applied.last().map(|i| i.seq);
+    match (&r.error, r.complete) {
+        (None, true) => {
+            println!("stream complete: {} checkpoints verified", r.applied.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(e), _) => {
+            eprintln!("ckpt: {e}");
+            match last {
+                Some(seq) => eprintln!("{holder} checkpoint {seq}, the last complete one"),
+                None => eprintln!("{holder} no checkpoint of this stream"),
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        (None, false) => Ok(ExitCode::FAILURE),
     }
 }
 
@@ -89,45 +153,87 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo { tuning } => {
             let codec = select_codec(tuning.kernel.as_deref(), &config)?;
-            let opts = options(&config, &tuning);
-            let r = demo::run(codec, &opts, config.engine.ring_pages)?;
+            let opts = sender_options(&config, &tuning, demo::GUEST_PAGES);
+            let r = demo::run(codec, &opts)?;
             let mb = |b: u64| b as f64 / (1 << 20) as f64;
-            println!("kernel {} on {} thread(s)", codec.kernel(), opts.threads);
+            let s = &r.sent;
             println!(
-                "{} checkpoints, {} pages: {:.1} MiB in, {:.1} MiB out (ratio {:.2})",
-                r.checkpoints,
-                r.pages,
-                mb(r.input_bytes),
-                mb(r.output_bytes),
-                r.input_bytes as f64 / r.output_bytes.max(1) as f64
+                "primary -> backup over loopback TCP: kernel {}, {} compression thread(s)",
+                codec.kernel(),
+                opts.compress.threads
             );
             println!(
-                "pages sent: {} FULL (cache miss), {} FULL (raw), {} EMPTY, {} DELTA",
-                r.counts.full_miss, r.counts.full_raw, r.counts.empty, r.counts.delta
+                "{} checkpoints, {} pages: {:.1} MiB of pages in, {:.1} MiB on the wire (ratio {:.2})",
+                s.checkpoints,
+                s.pages,
+                mb(s.input_bytes),
+                mb(s.output_bytes),
+                s.input_bytes as f64 / s.output_bytes.max(1) as f64
             );
-            let gbps =
-                |d: std::time::Duration| r.input_bytes as f64 / d.as_secs_f64().max(1e-9) / 1e9;
             println!(
-                "stage {:.1} ms, compress {:.1} ms ({:.2} GB/s), decode {:.1} ms ({:.2} GB/s)",
-                r.stage.as_secs_f64() * 1e3,
-                r.compress.as_secs_f64() * 1e3,
-                gbps(r.compress),
-                r.decode.as_secs_f64() * 1e3,
-                gbps(r.decode)
+                "pages sent: {} uncompressed (first full send), {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA",
+                s.uncompressed, s.counts.full_miss, s.counts.full_raw, s.counts.empty, s.counts.delta
+            );
+            print_latencies(&r.latencies);
+            println!(
+                "backup applied {} checkpoints in {:.1} ms; wall {:.1} ms",
+                r.applied,
+                r.receive.as_secs_f64() * 1e3,
+                r.wall.as_secs_f64() * 1e3
             );
             println!(
                 "verified: {}",
                 if r.verified {
-                    "every page matches"
+                    "every page of the backup equals the primary's"
                 } else {
                     "MISMATCH"
                 }
             );
-            Ok(if r.verified {
+            Ok(if r.verified && r.applied == s.checkpoints {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Compress { output, tuning } => {
+            let codec = select_codec(tuning.kernel.as_deref(), &config)?;
+            let opts = sender_options(&config, &tuning, demo::GUEST_PAGES);
+            let s = stream_cmd::compress_builtin(&output, codec, &opts)?;
+            println!(
+                "{}: {} checkpoints, {} pages, {} bytes of pages -> {} bytes (ratio {:.2})",
+                output.display(),
+                s.checkpoints,
+                s.pages,
+                s.input_bytes,
+                s.output_bytes,
+                s.input_bytes as f64 / s.output_bytes.max(1) as f64
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            stream,
+            image,
+            kernel,
+        } => {
+            let codec = select_codec(kernel.as_deref(), &config)?;
+            let r = stream_cmd::restore(&stream, &image, config.receiver.clone(), codec)?;
+            for info in &r.applied {
+                println!(
+                    "checkpoint {} applied and verified: {} pages ({} full, {} delta, {} empty)",
+                    info.seq, info.data_pages, info.full, info.delta, info.empty
+                );
+            }
+            finish_stream_report(&r, &format!("{} holds", image.display()))
+        }
+        Command::Inspect { stream } => {
+            let codec = Codec::best();
+            let r = stream_cmd::inspect(
+                &stream,
+                config.receiver.clone(),
+                codec,
+                &mut std::io::stdout().lock(),
+            )?;
+            finish_stream_report(&r, "a receiver would hold")
         }
         Command::Conformance { dir, tuning } => {
             let codec = select_codec(tuning.kernel.as_deref(), &config)?;

@@ -29,8 +29,6 @@ pub struct EngineConfig {
     pub cache_pages: usize,
     /// Staging ring capacity in pages.
     pub ring_pages: usize,
-    /// Hash every page for the per-checkpoint digest in the stream trailer.
-    pub digest: bool,
 }
 
 impl Default for EngineConfig {
@@ -40,7 +38,6 @@ impl Default for EngineConfig {
             threads: 0,
             cache_pages: 8192,
             ring_pages: 8196,
-            digest: true,
         }
     }
 }

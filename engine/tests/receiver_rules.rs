@@ -112,7 +112,9 @@ fn valid_checkpoint1(s: S) -> S {
 }
 
 fn state(mem: &SparseMemory) -> Vec<u64> {
-    (0..GUEST).map(|p| xxhash_rust::xxh3::xxh3_64(mem.page(p))).collect()
+    (0..GUEST)
+        .map(|p| xxhash_rust::xxh3::xxh3_64(mem.page(p)))
+        .collect()
 }
 
 fn limits() -> ReceiverConfig {
@@ -123,10 +125,18 @@ fn limits() -> ReceiverConfig {
 fn reject(bytes: &[u8], limits: ReceiverConfig) -> ReceiveError {
     let mut rx = Receiver::new(bytes, limits, Codec::best()).unwrap();
     let mut mem = SparseMemory::new(GUEST);
-    rx.next_checkpoint(&mut mem).unwrap().expect("checkpoint 0 is valid");
+    rx.next_checkpoint(&mut mem)
+        .unwrap()
+        .expect("checkpoint 0 is valid");
     let before = state(&mem);
-    let err = rx.next_checkpoint(&mut mem).expect_err("checkpoint 1 must be rejected");
-    assert_eq!(state(&mem), before, "a rejected checkpoint changed memory ({err})");
+    let err = rx
+        .next_checkpoint(&mut mem)
+        .expect_err("checkpoint 1 must be rejected");
+    assert_eq!(
+        state(&mem),
+        before,
+        "a rejected checkpoint changed memory ({err})"
+    );
     err
 }
 
@@ -153,7 +163,10 @@ fn each_rule_broken_once() {
     let base = checkpoint0;
     let three = [normal(0), normal(1), normal(2)];
     let mut big_batch = vec![normal(5); 1025];
-    big_batch.iter_mut().enumerate().for_each(|(i, e)| *e = normal(i as u64 % GUEST));
+    big_batch
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, e)| *e = normal(i as u64 % GUEST));
     let mut corrupt = payload.clone();
     corrupt[20] ^= 1; // inside pfn 0's FULL data
     let split = 4097 + 3;
@@ -165,29 +178,236 @@ fn each_rule_broken_once() {
 
     type Case = (&'static str, S, ReceiverConfig, fn(&ReceiveError) -> bool);
     let cases: Vec<Case> = vec![
-        ("batch of 1025 entries", base().frame(1).i32(1025), limits(), |e| matches!(e, ReceiveError::BatchTooLarge { count: 1025, .. })),
-        ("unknown page type 0x5", base().frame(1).batch(&[5 << 28]), limits(), |e| matches!(e, ReceiveError::BadEntry { reason: "unknown page type", .. })),
-        ("reserved entry bits", base().frame(1).batch(&[1 << 40]), limits(), |e| matches!(e, ReceiveError::BadEntry { reason: "bits 32..63 are set", .. })),
-        ("pfn equal to guest size", base().frame(1).batch(&[normal(GUEST)]), limits(), |e| matches!(e, ReceiveError::PfnOutOfRange { pfn: GUEST, .. })),
-        ("duplicate pfn", base().frame(1).batch(&[normal(3), normal(3)]), limits(), |e| matches!(e, ReceiveError::DuplicatePfn { pfn: 3, .. })),
-        ("pages before their entries", base().frame(1).batch(&three[..2]).chunk(&payload), limits(), |e| matches!(e, ReceiveError::PagesBeforeEntries { page: 2, entries: 2, .. })),
-        ("fewer pages than entries", base().frame(1).batch(&[normal(0), normal(1), normal(2), normal(3)]).chunk(&payload).end(), limits(), |e| matches!(e, ReceiveError::MissingPages { entries: 4, pages: 3, .. })),
-        ("page split across chunks", base().frame(1).batch(&three).chunk(&payload[..split]).chunk(&payload[split..]), limits(), |e| matches!(e, ReceiveError::BadPage { page: 1, .. })),
-        ("zero-length marker", base().frame(1).batch(&three).i32(-12).u64(4098).bytes(&payload[..4097]).bytes(&[0x81]), limits(), |e| matches!(e, ReceiveError::BadPage { .. })),
-        ("chunk over the limit", base().frame(1).batch(&three).i32(-12).u64(1 << 40), limits(), |e| matches!(e, ReceiveError::ChunkTooLarge { .. })),
-        ("checkpoint over the limit", base().frame(1).batch(&five).chunk(&fulls[..3 * 4097]).chunk(&fulls[3 * 4097..]), ReceiverConfig { max_checkpoint_bytes: 4 * 4096, ..limits() }, |e| matches!(e, ReceiveError::CheckpointTooLarge { limit: 16384, .. })),
-        ("too many entries", base().frame(1).batch(&big_batch[..600]).batch(&big_batch[600..1000]), ReceiverConfig { max_checkpoint_entries: 900, ..limits() }, |e| matches!(e, ReceiveError::TooManyEntries { limit: 900, .. })),
-        ("compression enabled twice", base().frame(1).i32(-13), limits(), |e| matches!(e, ReceiveError::EnableTwice { .. })),
-        ("unknown chunk type", base().frame(1).i32(-20), limits(), |e| matches!(e, ReceiveError::UnknownChunk { ty: -20, .. })),
-        ("TMEM chunk", base().frame(1).i32(-5), limits(), |e| matches!(e, ReceiveError::UnsupportedChunk { ty: -5, .. })),
-        ("trailer of another checkpoint", base().frame(1).batch(&three).chunk(&payload).end().trailer(7, &refs), limits(), |e| matches!(e, ReceiveError::BadTrailer { .. })),
-        ("trailer page count", base().frame(1).batch(&three).chunk(&payload).end().trailer(1, &refs[..2]), limits(), |e| matches!(e, ReceiveError::BadTrailer { .. })),
-        ("trailer magic", base().frame(1).batch(&three).chunk(&payload).end().bytes(&[0u8; 40]), limits(), |e| matches!(e, ReceiveError::BadTrailer { field: "trailer magic", .. })),
-        ("corrupt page data", base().frame(1).batch(&three).chunk(&corrupt).end().trailer(1, &refs), limits(), |e| matches!(e, ReceiveError::DigestMismatch { seq: 1, .. })),
-        ("sequence gap", base().frame(2), limits(), |e| matches!(e, ReceiveError::Sequence { expected: 1, found: 2, .. })),
-        ("unknown frame", base().bytes(b"XXXX"), limits(), |e| matches!(e, ReceiveError::UnknownFrame { .. })),
-        ("end frame with the wrong count", base().stream_end(9), limits(), |e| matches!(e, ReceiveError::BadTrailer { .. })),
-        ("truncated inside a claimed chunk", base().frame(1).batch(&three).i32(-12).u64(1 << 20).bytes(&[1, 2, 3]), limits(), |e| matches!(e, ReceiveError::Truncated { .. })),
+        (
+            "batch of 1025 entries",
+            base().frame(1).i32(1025),
+            limits(),
+            |e| matches!(e, ReceiveError::BatchTooLarge { count: 1025, .. }),
+        ),
+        (
+            "unknown page type 0x5",
+            base().frame(1).batch(&[5 << 28]),
+            limits(),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::BadEntry {
+                        reason: "unknown page type",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "reserved entry bits",
+            base().frame(1).batch(&[1 << 40]),
+            limits(),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::BadEntry {
+                        reason: "bits 32..63 are set",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "pfn equal to guest size",
+            base().frame(1).batch(&[normal(GUEST)]),
+            limits(),
+            |e| matches!(e, ReceiveError::PfnOutOfRange { pfn: GUEST, .. }),
+        ),
+        (
+            "duplicate pfn",
+            base().frame(1).batch(&[normal(3), normal(3)]),
+            limits(),
+            |e| matches!(e, ReceiveError::DuplicatePfn { pfn: 3, .. }),
+        ),
+        (
+            "pages before their entries",
+            base().frame(1).batch(&three[..2]).chunk(&payload),
+            limits(),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::PagesBeforeEntries {
+                        page: 2,
+                        entries: 2,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "fewer pages than entries",
+            base()
+                .frame(1)
+                .batch(&[normal(0), normal(1), normal(2), normal(3)])
+                .chunk(&payload)
+                .end(),
+            limits(),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::MissingPages {
+                        entries: 4,
+                        pages: 3,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "page split across chunks",
+            base()
+                .frame(1)
+                .batch(&three)
+                .chunk(&payload[..split])
+                .chunk(&payload[split..]),
+            limits(),
+            |e| matches!(e, ReceiveError::BadPage { page: 1, .. }),
+        ),
+        (
+            "zero-length marker",
+            base()
+                .frame(1)
+                .batch(&three)
+                .i32(-12)
+                .u64(4098)
+                .bytes(&payload[..4097])
+                .bytes(&[0x81]),
+            limits(),
+            |e| matches!(e, ReceiveError::BadPage { .. }),
+        ),
+        (
+            "chunk over the limit",
+            base().frame(1).batch(&three).i32(-12).u64(1 << 40),
+            limits(),
+            |e| matches!(e, ReceiveError::ChunkTooLarge { .. }),
+        ),
+        (
+            "checkpoint over the limit",
+            base()
+                .frame(1)
+                .batch(&five)
+                .chunk(&fulls[..3 * 4097])
+                .chunk(&fulls[3 * 4097..]),
+            ReceiverConfig {
+                max_checkpoint_bytes: 4 * 4096,
+                ..limits()
+            },
+            |e| matches!(e, ReceiveError::CheckpointTooLarge { limit: 16384, .. }),
+        ),
+        (
+            "too many entries",
+            base()
+                .frame(1)
+                .batch(&big_batch[..600])
+                .batch(&big_batch[600..1000]),
+            ReceiverConfig {
+                max_checkpoint_entries: 900,
+                ..limits()
+            },
+            |e| matches!(e, ReceiveError::TooManyEntries { limit: 900, .. }),
+        ),
+        (
+            "compression enabled twice",
+            base().frame(1).i32(-13),
+            limits(),
+            |e| matches!(e, ReceiveError::EnableTwice { .. }),
+        ),
+        (
+            "unknown chunk type",
+            base().frame(1).i32(-20),
+            limits(),
+            |e| matches!(e, ReceiveError::UnknownChunk { ty: -20, .. }),
+        ),
+        ("TMEM chunk", base().frame(1).i32(-5), limits(), |e| {
+            matches!(e, ReceiveError::UnsupportedChunk { ty: -5, .. })
+        }),
+        (
+            "trailer of another checkpoint",
+            base()
+                .frame(1)
+                .batch(&three)
+                .chunk(&payload)
+                .end()
+                .trailer(7, &refs),
+            limits(),
+            |e| matches!(e, ReceiveError::BadTrailer { .. }),
+        ),
+        (
+            "trailer page count",
+            base()
+                .frame(1)
+                .batch(&three)
+                .chunk(&payload)
+                .end()
+                .trailer(1, &refs[..2]),
+            limits(),
+            |e| matches!(e, ReceiveError::BadTrailer { .. }),
+        ),
+        (
+            "trailer magic",
+            base()
+                .frame(1)
+                .batch(&three)
+                .chunk(&payload)
+                .end()
+                .bytes(&[0u8; 40]),
+            limits(),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::BadTrailer {
+                        field: "trailer magic",
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "corrupt page data",
+            base()
+                .frame(1)
+                .batch(&three)
+                .chunk(&corrupt)
+                .end()
+                .trailer(1, &refs),
+            limits(),
+            |e| matches!(e, ReceiveError::DigestMismatch { seq: 1, .. }),
+        ),
+        ("sequence gap", base().frame(2), limits(), |e| {
+            matches!(
+                e,
+                ReceiveError::Sequence {
+                    expected: 1,
+                    found: 2,
+                    ..
+                }
+            )
+        }),
+        ("unknown frame", base().bytes(b"XXXX"), limits(), |e| {
+            matches!(e, ReceiveError::UnknownFrame { .. })
+        }),
+        (
+            "end frame with the wrong count",
+            base().stream_end(9),
+            limits(),
+            |e| matches!(e, ReceiveError::BadTrailer { .. }),
+        ),
+        (
+            "truncated inside a claimed chunk",
+            base()
+                .frame(1)
+                .batch(&three)
+                .i32(-12)
+                .u64(1 << 20)
+                .bytes(&[1, 2, 3]),
+            limits(),
+            |e| matches!(e, ReceiveError::Truncated { .. }),
+        ),
     ];
     let mut kinds = std::collections::HashSet::new();
     for (name, stream, lim, check) in cases {
@@ -201,11 +421,17 @@ fn each_rule_broken_once() {
 #[test]
 fn format_a_rules() {
     // Compressed data before ENABLE_COMPRESSION.
-    let s = S::header().frame(0).batch(&[entry(0, PageType::XTab)]).chunk(&[0x00]);
+    let s = S::header()
+        .frame(0)
+        .batch(&[entry(0, PageType::XTab)])
+        .chunk(&[0x00]);
     let mut rx = Receiver::new(&s.0[..], limits(), Codec::best()).unwrap();
     let mut mem = SparseMemory::new(GUEST);
     let e = rx.next_checkpoint(&mut mem).unwrap_err();
-    assert!(matches!(e, ReceiveError::CompressedBeforeEnable { .. }), "{e:?}");
+    assert!(
+        matches!(e, ReceiveError::CompressedBeforeEnable { .. }),
+        "{e:?}"
+    );
     assert_eq!(mem.resident(), 0);
 }
 
@@ -214,7 +440,9 @@ fn bad_headers_and_small_memory() {
     let mut bad = S::header().0;
     bad[0] = b'X';
     assert!(matches!(
-        Receiver::new(&bad[..], limits(), Codec::best()).err().unwrap(),
+        Receiver::new(&bad[..], limits(), Codec::best())
+            .err()
+            .unwrap(),
         ReceiveError::BadHeader { .. }
     ));
     let s = checkpoint0();
@@ -225,7 +453,9 @@ fn bad_headers_and_small_memory() {
         ReceiveError::GuestTooLarge { .. }
     ));
     assert!(matches!(
-        Receiver::new(&[0u8; 5][..], limits(), Codec::best()).err().unwrap(),
+        Receiver::new(&[0u8; 5][..], limits(), Codec::best())
+            .err()
+            .unwrap(),
         ReceiveError::Truncated { .. }
     ));
 }
