@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod demo;
 mod error;
 pub mod kernels;
+pub mod pipeline_bench;
 pub mod stream_cmd;
 pub mod vectors;
 

@@ -1,6 +1,6 @@
 //! `ckpt`: compresses VM checkpoints for Remus-style replication.
 
-use ckpt::{conformance, demo, kernels, select_codec, stream_cmd, Error, Result};
+use ckpt::{conformance, demo, kernels, pipeline_bench, select_codec, stream_cmd, Error, Result};
 use ckpt_engine::config::Config;
 use ckpt_engine::pipeline::{Latencies, SenderOptions};
 use ckpt_engine::CompressOptions;
@@ -63,6 +63,33 @@ enum Command {
     Inspect {
         /// Stream file to read.
         stream: PathBuf,
+    },
+    /// Measure the send pipeline: thread scaling, staging cost, peak memory.
+    BenchPipeline {
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Repetitions per timing (medians are reported).
+        #[arg(long, default_value_t = 15)]
+        reps: usize,
+        /// Page kernel by name, overriding the config.
+        #[arg(long)]
+        kernel: Option<String>,
+    },
+    /// One part of the memory measurement, run as a child process.
+    #[command(hide = true)]
+    RssPart {
+        /// sender, receiver or hostile.
+        part: String,
+        /// Stream file.
+        #[arg(long)]
+        stream: PathBuf,
+        /// Image file.
+        #[arg(long)]
+        image: PathBuf,
+        /// Page kernel.
+        #[arg(long)]
+        kernel: String,
     },
     /// Replay golden vectors and check every output byte for byte.
     Conformance {
@@ -234,6 +261,110 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &mut std::io::stdout().lock(),
             )?;
             finish_stream_report(&r, "a receiver would hold")
+        }
+        Command::BenchPipeline { json, reps, kernel } => {
+            let codec = select_codec(kernel.as_deref(), &config)?;
+            let reps = reps.max(3);
+            eprintln!("measuring compression with 1 and 2 threads");
+            let c1 = pipeline_bench::compress_ms(codec, 1, reps)?;
+            let c2 = pipeline_bench::compress_ms(codec, 2, reps)?;
+            eprintln!("measuring staging against memcpy");
+            let (stage, copy) = pipeline_bench::staging_vs_memcpy(reps);
+            eprintln!("measuring peak memory (child processes)");
+            let dir = std::env::temp_dir().join(format!("ckpt-rss-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let part = |name: &str| -> Result<Vec<u64>> {
+                let out = std::process::Command::new(std::env::current_exe()?)
+                    .args(["rss-part", name, "--kernel", codec.kernel().name()])
+                    .arg("--stream")
+                    .arg(dir.join("stream"))
+                    .arg("--image")
+                    .arg(dir.join(format!("{name}.img")))
+                    .output()?;
+                if !out.status.success() {
+                    return Err(Error::Other(format!(
+                        "{name} part failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )));
+                }
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|v| v.parse().ok())
+                    .collect())
+            };
+            let sender = part("sender")?;
+            let receiver = part("receiver")?;
+            let hostile = part("hostile")?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let f = pipeline_bench::PipelineFigures {
+                compress_1_thread_ms: c1,
+                compress_2_threads_ms: c2,
+                speedup: c1 / c2,
+                stage_ms: stage,
+                memcpy_ms: copy,
+                stage_ratio: stage / copy,
+                sender_peak_rss: sender[0],
+                sender_budget: pipeline_bench::sender_budget(pipeline_bench::PAGES, 8192),
+                receiver_peak_rss: receiver[0],
+                receiver_budget: pipeline_bench::receiver_budget(
+                    pipeline_bench::RSS_GUEST * 4096,
+                    receiver[1],
+                ),
+                hostile_peak_rss: hostile[0],
+                kernel: codec.kernel().name().into(),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&f).map_err(|e| Error::Other(e.to_string()))?
+                );
+            } else {
+                let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                println!("kernel {}, medians of {reps}", f.kernel);
+                println!(
+                    "compress 8196 pages: 1 thread {:.2} ms, 2 threads {:.2} ms, speedup {:.2}x (goal >= 1.8x)",
+                    c1, c2, f.speedup
+                );
+                println!(
+                    "stage 8196 pages: {:.2} ms, memcpy {:.2} ms, ratio {:.2} (goal <= 1.1)",
+                    stage, copy, f.stage_ratio
+                );
+                println!(
+                    "sender peak RSS {:.1} MiB, budget {:.1} MiB (ring + cache + 2 chunks + 32 MiB)",
+                    mib(f.sender_peak_rss),
+                    mib(f.sender_budget)
+                );
+                println!(
+                    "receiver peak RSS {:.1} MiB, budget {:.1} MiB (image + largest checkpoint {:.1} MiB + 32 MiB)",
+                    mib(f.receiver_peak_rss),
+                    mib(f.receiver_budget),
+                    mib(receiver[1])
+                );
+                println!(
+                    "receiver peak RSS on a stream claiming a 64 MiB chunk: {:.1} MiB",
+                    mib(f.hostile_peak_rss)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RssPart {
+            part,
+            stream,
+            image,
+            kernel,
+        } => {
+            let codec = Codec::new(kernel.parse::<Kernel>()?)?;
+            match part.as_str() {
+                "sender" => println!("{}", pipeline_bench::rss_sender(codec, 2, &stream)?),
+                "receiver" => {
+                    let (peak, largest) = pipeline_bench::rss_receiver(codec, &stream, &image)?;
+                    println!("{peak} {largest}");
+                }
+                "hostile" => println!("{}", pipeline_bench::rss_hostile(codec, &image)?),
+                _ => return Err(Error::Other(format!("unknown part {part}"))),
+            }
+            let _ = std::fs::remove_file(&image);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Conformance { dir, tuning } => {
             let codec = select_codec(tuning.kernel.as_deref(), &config)?;

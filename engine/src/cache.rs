@@ -25,12 +25,47 @@ pub enum Lookup {
     },
 }
 
-/// LRU cache of page copies.
-pub struct DeltaCache {
-    index: LruCache<u64, u32>,
-    arena: Box<[PageBuf]>,
+/// The cache's bookkeeping: which PFN owns which slot, in LRU order.
+pub(crate) struct CacheIndex {
+    lru: LruCache<u64, u32>,
     free: Vec<u32>,
     fresh: u32,
+    capacity: u32,
+}
+
+impl CacheIndex {
+    pub(crate) fn invalidate(&mut self, pfn: u64) -> bool {
+        match self.lru.pop(&pfn) {
+            Some(slot) => {
+                self.free.push(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn lookup(&mut self, pfn: u64) -> Lookup {
+        if let Some(&slot) = self.lru.get(&pfn) {
+            return Lookup::Hit(slot);
+        }
+        let (slot, evicted) = if let Some(slot) = self.free.pop() {
+            (slot, None)
+        } else if self.fresh < self.capacity {
+            self.fresh += 1;
+            (self.fresh - 1, None)
+        } else {
+            let (old, slot) = self.lru.pop_lru().expect("a full cache has an LRU entry");
+            (slot, Some(old))
+        };
+        self.lru.put(pfn, slot);
+        Lookup::Miss { slot, evicted }
+    }
+}
+
+/// LRU cache of page copies.
+pub struct DeltaCache {
+    index: CacheIndex,
+    arena: Box<[PageBuf]>,
 }
 
 impl DeltaCache {
@@ -42,10 +77,13 @@ impl DeltaCache {
             "cache capacity exceeds u32 slots"
         );
         DeltaCache {
-            index: LruCache::unbounded(),
+            index: CacheIndex {
+                lru: LruCache::unbounded(),
+                free: Vec::new(),
+                fresh: 0,
+                capacity: capacity as u32,
+            },
             arena: PageBuf::arena(capacity),
-            free: Vec::new(),
-            fresh: 0,
         }
     }
 
@@ -56,47 +94,28 @@ impl DeltaCache {
 
     /// Pages cached now.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.index.lru.len()
     }
 
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.lru.is_empty()
     }
 
     /// Whether `pfn` is cached (does not change its recency).
     pub fn contains(&self, pfn: u64) -> bool {
-        self.index.contains(&pfn)
+        self.index.lru.contains(&pfn)
     }
 
     /// Drops the cached copy of `pfn` (a raw page was staged); its slot is
     /// reused by the next miss. Returns whether a copy was dropped.
     pub fn invalidate(&mut self, pfn: u64) -> bool {
-        match self.index.pop(&pfn) {
-            Some(slot) => {
-                self.free.push(slot);
-                true
-            }
-            None => false,
-        }
+        self.index.invalidate(pfn)
     }
 
     /// Looks `pfn` up for a normal page, promoting it or giving it a slot.
     pub fn lookup(&mut self, pfn: u64) -> Lookup {
-        if let Some(&slot) = self.index.get(&pfn) {
-            return Lookup::Hit(slot);
-        }
-        let (slot, evicted) = if let Some(slot) = self.free.pop() {
-            (slot, None)
-        } else if (self.fresh as usize) < self.arena.len() {
-            self.fresh += 1;
-            (self.fresh - 1, None)
-        } else {
-            let (old, slot) = self.index.pop_lru().expect("a full cache has an LRU entry");
-            (slot, Some(old))
-        };
-        self.index.put(pfn, slot);
-        Lookup::Miss { slot, evicted }
+        self.index.lookup(pfn)
     }
 
     /// The page copy in `slot`.
@@ -104,14 +123,15 @@ impl DeltaCache {
         &self.arena[slot as usize]
     }
 
-    /// The whole arena, for handing out disjoint slots to parallel encoders.
-    pub(crate) fn arena_mut(&mut self) -> &mut [PageBuf] {
-        &mut self.arena
+    /// The index and the arena apart, so that decisions can go on while
+    /// encoders hold slots of the arena.
+    pub(crate) fn split_mut(&mut self) -> (&mut CacheIndex, &mut [PageBuf]) {
+        (&mut self.index, &mut self.arena)
     }
 
     /// Cached PFNs from most to least recently used.
     pub fn pfns_by_recency(&self) -> impl Iterator<Item = u64> + '_ {
-        self.index.iter().map(|(&pfn, _)| pfn)
+        self.index.lru.iter().map(|(&pfn, _)| pfn)
     }
 }
 

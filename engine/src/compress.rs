@@ -14,12 +14,11 @@
 //! [`Compressor::stage`] while the guest is paused, [`Compressor::finish`]
 //! after it resumes.
 
-use crate::cache::{DeltaCache, Lookup};
+use crate::cache::{CacheIndex, DeltaCache, Lookup};
 use crate::page::{PageBuf, PageType, PFN_LIMIT};
 use crate::ring::StagingRing;
 use crate::EngineError;
 use ckpt_simd::{encode_full, Codec, Form, MAX_ENCODED_LEN};
-use rayon::prelude::*;
 use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -160,15 +159,62 @@ pub struct BatchCompressor {
     pool: Option<rayon::ThreadPool>,
     threads: usize,
     hash_pages: bool,
-    jobs: Vec<Job>,
-    slot_wave: Vec<u32>,
-    wave: u32,
 }
 
 struct Work<'a> {
     job: Job,
     slot: Option<&'a mut PageBuf>,
-    hash: u64,
+}
+
+/// What one encoded segment reports back.
+struct SegmentResult {
+    first: usize,
+    len: usize,
+    counts: FormCounts,
+}
+
+/// Encodes the pages `first..first + work.len()` of `ring` into `out` (room
+/// for `MAX_ENCODED_LEN` per page), hashing them into `hashes` if not empty.
+fn encode_segment(
+    codec: Codec,
+    ring: &StagingRing,
+    first: usize,
+    work: &mut [Work<'_>],
+    out: &mut [u8],
+    hashes: &mut [u64],
+) -> SegmentResult {
+    let mut o = 0;
+    let mut counts = FormCounts::default();
+    for (j, w) in work.iter_mut().enumerate() {
+        let page = ring.page(first + j);
+        let dst = &mut out[o..];
+        let len = match (w.job, w.slot.as_deref_mut()) {
+            (Job::Hit(_), Some(cached)) => {
+                let len = codec
+                    .encode(page, &mut cached.0, dst)
+                    .expect("a segment region holds MAX_ENCODED_LEN per page");
+                match Form::of_first_byte(dst[0]) {
+                    Form::Empty => counts.empty += 1,
+                    _ => counts.delta += 1,
+                }
+                len
+            }
+            (Job::Miss(_), Some(cached)) => {
+                cached.0.copy_from_slice(page);
+                encode_full(page, dst).expect("region holds a FULL page")
+            }
+            _ => encode_full(page, dst).expect("region holds a FULL page"),
+        };
+        if let Some(h) = hashes.get_mut(j) {
+            *h = xxh3_64(page);
+        }
+        o += len;
+    }
+    SegmentResult {
+        first,
+        len: o,
+        counts,
+    }
 }
 
 impl BatchCompressor {
@@ -186,17 +232,12 @@ impl BatchCompressor {
         } else {
             None
         };
-        let cache = DeltaCache::new(opts.cache_pages);
-        let slots = cache.capacity();
         Ok(BatchCompressor {
-            cache,
+            cache: DeltaCache::new(opts.cache_pages),
             codec,
             pool,
             threads,
             hash_pages: opts.hash_pages,
-            jobs: Vec::new(),
-            slot_wave: vec![0; slots],
-            wave: 0,
         })
     }
 
@@ -217,6 +258,12 @@ impl BatchCompressor {
 
     /// Compresses everything staged in `ring` into `chunk` (replacing its
     /// contents). The ring is left as it is.
+    ///
+    /// Decisions are made in send order, one segment at a time; each decided
+    /// segment is encoded on the pool while the next is decided. A page
+    /// whose slot an earlier page of the same batch still holds (a PFN sent
+    /// twice, or a batch larger than the cache) waits until everything
+    /// before it is encoded.
     pub fn compress(&mut self, ring: &StagingRing, chunk: &mut Chunk) {
         let entries = ring.entries();
         let n = entries.len();
@@ -232,136 +279,141 @@ impl BatchCompressor {
         if self.hash_pages {
             chunk.hashes.resize(n, 0);
         }
-
+        let (index, arena) = self.cache.split_mut();
         // Staging-time drops of the batch's raw pages, before any decision.
         for e in entries.iter().filter(|e| e.ty.is_raw()) {
-            self.cache.invalidate(e.pfn);
+            index.invalidate(e.pfn);
         }
-        // The decision pass, in send order; waves split at reused slots.
-        self.jobs.clear();
-        let mut waves = vec![0usize];
-        self.next_wave();
-        for e in entries {
-            let job = if e.ty.is_raw() {
-                // A normal copy of the same PFN earlier in this batch must not
-                // survive the raw page that overwrites it on the receiver.
-                self.cache.invalidate(e.pfn);
-                chunk.counts.full_raw += 1;
-                Job::Raw
-            } else {
-                match self.cache.lookup(e.pfn) {
-                    Lookup::Hit(s) => Job::Hit(s),
-                    Lookup::Miss { slot, .. } => {
-                        chunk.counts.full_miss += 1;
-                        Job::Miss(slot)
-                    }
-                }
-            };
-            if let Some(s) = job.slot() {
-                if self.slot_wave[s as usize] == self.wave {
-                    waves.push(self.jobs.len());
-                    self.next_wave();
-                }
-                self.slot_wave[s as usize] = self.wave;
-            }
-            self.jobs.push(job);
-        }
-        waves.push(n);
-
-        let mut start = 0;
-        for w in waves.windows(2) {
-            let range = w[0]..w[1];
-            if range.is_empty() {
-                continue;
-            }
-            self.encode_wave(ring, range.clone(), chunk);
-            start = range.end;
-        }
-        debug_assert_eq!(start, n);
-    }
-
-    fn next_wave(&mut self) {
-        self.wave = self.wave.wrapping_add(1);
-        if self.wave == 0 {
-            self.slot_wave.fill(0);
-            self.wave = 1;
-        }
-    }
-
-    fn encode_wave(&mut self, ring: &StagingRing, range: Range<usize>, chunk: &mut Chunk) {
+        let seg = match self.pool {
+            Some(_) => (n / (self.threads * 8)).clamp(16, 512),
+            None => n.max(1),
+        };
         let codec = self.codec;
         let hash_pages = self.hash_pages;
-        // Disjoint &mut to the wave's slots (slots are unique within a wave).
-        let mut slots: Vec<Option<&mut PageBuf>> =
-            self.cache.arena_mut().iter_mut().map(Some).collect();
-        let mut work: Vec<Work<'_>> = self.jobs[range.clone()]
-            .iter()
-            .map(|&job| Work {
-                job,
-                slot: job.slot().and_then(|s| slots[s as usize].take()),
-                hash: 0,
-            })
-            .collect();
-        let first = range.start;
-        let seg = if self.pool.is_some() {
-            (range.len() / (self.threads * 8)).max(16)
-        } else {
-            range.len()
+        let mut d = Decider {
+            entries,
+            next: 0,
+            carried: None,
+            counts: FormCounts::default(),
+            out_rest: &mut chunk.buf[..need],
+            hash_rest: &mut chunk.hashes[..],
+            seg,
+            hash_pages,
         };
-        let region = &mut chunk.buf[first * MAX_ENCODED_LEN..range.end * MAX_ENCODED_LEN];
-        let encode_segment = |(k, (items, out)): (usize, (&mut [Work<'_>], &mut [u8]))| {
-            let mut o = 0;
-            let mut counts = FormCounts::default();
-            for (j, w) in items.iter_mut().enumerate() {
-                let page = ring.page(first + k * seg + j);
-                let dst = &mut out[o..];
-                let len = match (w.job, w.slot.as_deref_mut()) {
-                    (Job::Hit(_), Some(cached)) => {
-                        let len = codec.encode(page, &mut cached.0, dst);
-                        let len = len.expect("a segment region holds MAX_ENCODED_LEN per page");
-                        match Form::of_first_byte(dst[0]) {
-                            Form::Empty => counts.empty += 1,
-                            _ => counts.delta += 1,
-                        }
-                        len
-                    }
-                    (Job::Miss(_), Some(cached)) => {
-                        cached.0.copy_from_slice(page);
-                        encode_full(page, dst).expect("region holds a FULL page")
-                    }
-                    _ => encode_full(page, dst).expect("region holds a FULL page"),
-                };
-                if hash_pages {
-                    w.hash = xxh3_64(page);
-                }
-                o += len;
+        let results = std::sync::Mutex::new(Vec::<SegmentResult>::new());
+        while !d.done() {
+            // One scope: each slot handed out at most once.
+            let mut slots: Vec<Option<&mut PageBuf>> = arena.iter_mut().map(Some).collect();
+            match &self.pool {
+                Some(pool) => pool.scope(|scope| {
+                    d.decide(index, &mut slots, |first, mut work, out, hashes| {
+                        let results = &results;
+                        scope.spawn(move |_| {
+                            let r = encode_segment(codec, ring, first, &mut work, out, hashes);
+                            results.lock().expect("results").push(r);
+                        });
+                    })
+                }),
+                None => d.decide(index, &mut slots, |first, mut work, out, hashes| {
+                    let r = encode_segment(codec, ring, first, &mut work, out, hashes);
+                    results.lock().expect("results").push(r);
+                }),
             }
-            (o, counts)
-        };
-        let results: Vec<(usize, FormCounts)> = match &self.pool {
-            Some(pool) => pool.install(|| {
-                work.par_chunks_mut(seg)
-                    .zip(region.par_chunks_mut(seg * MAX_ENCODED_LEN))
-                    .enumerate()
-                    .map(encode_segment)
-                    .collect()
-            }),
-            None => work
-                .chunks_mut(seg)
-                .zip(region.chunks_mut(seg * MAX_ENCODED_LEN))
-                .enumerate()
-                .map(encode_segment)
-                .collect(),
-        };
-        for (k, (len, counts)) in results.into_iter().enumerate() {
-            let at = (first + k * seg) * MAX_ENCODED_LEN;
-            chunk.pieces.push(at..at + len);
-            chunk.counts.empty += counts.empty;
-            chunk.counts.delta += counts.delta;
         }
-        if hash_pages {
-            for (i, w) in work.iter().enumerate() {
-                chunk.hashes[first + i] = w.hash;
+        let mut counts = d.counts;
+        let mut results = results.into_inner().expect("results");
+        results.sort_unstable_by_key(|r| r.first);
+        for r in results {
+            let at = r.first * MAX_ENCODED_LEN;
+            chunk.pieces.push(at..at + r.len);
+            counts.empty += r.counts.empty;
+            counts.delta += r.counts.delta;
+        }
+        chunk.counts = counts;
+    }
+}
+
+/// The decision pass: walks the batch in send order, deciding hits, misses
+/// and slots, and hands out each decided segment with its output region.
+struct Decider<'e, 'b> {
+    entries: &'e [crate::ring::StagedPage],
+    next: usize,
+    carried: Option<Job>,
+    counts: FormCounts,
+    out_rest: &'b mut [u8],
+    hash_rest: &'b mut [u64],
+    seg: usize,
+    hash_pages: bool,
+}
+
+impl<'b> Decider<'_, 'b> {
+    fn done(&self) -> bool {
+        self.next == self.entries.len() && self.carried.is_none()
+    }
+
+    /// Decides segments until the batch ends or a page needs a slot that
+    /// this scope already handed out; `emit` receives each segment.
+    fn decide<'s>(
+        &mut self,
+        index: &mut CacheIndex,
+        slots: &mut [Option<&'s mut PageBuf>],
+        mut emit: impl FnMut(usize, Vec<Work<'s>>, &'s mut [u8], &'s mut [u64]),
+    ) where
+        'b: 's,
+    {
+        loop {
+            let first = self.next - self.carried.is_some() as usize;
+            let mut work = Vec::with_capacity(self.seg);
+            let mut conflict = false;
+            while work.len() < self.seg {
+                let job = match self.carried.take() {
+                    Some(job) => job,
+                    None if self.next < self.entries.len() => {
+                        let e = self.entries[self.next];
+                        self.next += 1;
+                        if e.ty.is_raw() {
+                            // A normal copy of the same PFN earlier in this
+                            // batch must not outlive the raw page that
+                            // overwrites it on the receiver.
+                            index.invalidate(e.pfn);
+                            self.counts.full_raw += 1;
+                            Job::Raw
+                        } else {
+                            match index.lookup(e.pfn) {
+                                Lookup::Hit(s) => Job::Hit(s),
+                                Lookup::Miss { slot, .. } => {
+                                    self.counts.full_miss += 1;
+                                    Job::Miss(slot)
+                                }
+                            }
+                        }
+                    }
+                    None => break,
+                };
+                let slot = match job.slot() {
+                    Some(s) => match slots[s as usize].take() {
+                        Some(r) => Some(r),
+                        None => {
+                            self.carried = Some(job);
+                            conflict = true;
+                            break;
+                        }
+                    },
+                    None => None,
+                };
+                work.push(Work { job, slot });
+            }
+            if !work.is_empty() {
+                let (out, rest) =
+                    std::mem::take(&mut self.out_rest).split_at_mut(work.len() * MAX_ENCODED_LEN);
+                self.out_rest = rest;
+                let h = if self.hash_pages { work.len() } else { 0 };
+                let (hashes, rest) = std::mem::take(&mut self.hash_rest).split_at_mut(h);
+                self.hash_rest = rest;
+                emit(first, work, out, hashes);
+            }
+            if conflict || self.done() {
+                return;
             }
         }
     }

@@ -1,0 +1,269 @@
+//! `ckpt bench-pipeline`: the send pipeline's goals, measured in one run.
+//!
+//! - Compression of one 8196-page checkpoint with 1 and with 2 threads
+//!   (same batch, same cache state, medians).
+//! - Staging 8196 pages into the ring against a plain memcpy of the same
+//!   pages into a buffer of the same size (medians, alternated).
+//! - Peak resident memory (VmHWM) of a sender and of a receiver, each run in
+//!   a child process of its own, against their budgets.
+
+use crate::Result;
+use ckpt_engine::config::ReceiverConfig;
+use ckpt_engine::memory::ImageFile;
+use ckpt_engine::pipeline::{Sender, SenderOptions};
+use ckpt_engine::receiver::Receiver;
+use ckpt_engine::ring::StagingRing;
+use ckpt_engine::synth::{fill_page, mutate, Rng};
+use ckpt_engine::{BatchCompressor, Chunk, CompressOptions, PageBuf, PageType};
+use ckpt_simd::{Codec, MAX_ENCODED_LEN, PAGE_SIZE};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Instant;
+
+/// Pages in the benchmark checkpoint (the default ring).
+pub const PAGES: usize = 8196;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Two versions of every page of a checkpoint, staged in two rings.
+fn two_versions(pages: usize, seed: u64) -> (StagingRing, StagingRing) {
+    let mut rng = Rng::new(seed);
+    let mut a = StagingRing::new(pages);
+    let mut b = StagingRing::new(pages);
+    let densities = [0.0, 0.001, 0.01, 0.05, 0.25, 0.5, 1.0];
+    let mut page = Box::new([0u8; PAGE_SIZE]);
+    for pfn in 0..pages as u64 {
+        fill_page(&mut rng, &mut page);
+        a.push(pfn, PageType::Normal, &page);
+        let d = densities[rng.below(densities.len() as u64) as usize];
+        mutate(&mut rng, &mut page, d, true);
+        b.push(pfn, PageType::Normal, &page);
+    }
+    (a, b)
+}
+
+/// Median compression time (ms) of an 8196-page batch with `threads`.
+pub fn compress_ms(codec: Codec, threads: usize, reps: usize) -> Result<f64> {
+    let (a, b) = two_versions(PAGES, 0xB17);
+    let opts = CompressOptions {
+        // Large enough that every page of the batch stays cached.
+        cache_pages: 2 * PAGES,
+        threads,
+        hash_pages: true,
+    };
+    let mut c = BatchCompressor::new(codec, &opts)?;
+    let mut chunk = Chunk::new();
+    c.compress(&a, &mut chunk); // prime: every page FULL
+    let mut times = Vec::new();
+    for r in 0..reps {
+        let ring = if r % 2 == 0 { &b } else { &a };
+        let t = Instant::now();
+        c.compress(ring, &mut chunk);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(times))
+}
+
+/// Median times (ms) of staging 8196 pages and of a plain memcpy of them.
+pub fn staging_vs_memcpy(reps: usize) -> (f64, f64) {
+    let mut rng = Rng::new(5);
+    let mut guest = PageBuf::arena(PAGES);
+    for p in guest.iter_mut() {
+        fill_page(&mut rng, &mut p.0);
+    }
+    let mut ring = StagingRing::new(PAGES);
+    let mut dst = PageBuf::arena(PAGES);
+    // Touch everything once so that neither side pays first-touch faults.
+    for (i, p) in guest.iter().enumerate() {
+        ring.push(i as u64, PageType::Normal, &p.0);
+        dst[i].0.copy_from_slice(&p.0);
+    }
+    ring.clear();
+    let (mut stage, mut copy) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let t = Instant::now();
+        for (i, p) in guest.iter().enumerate() {
+            // Every 50th page a page table, as dirty sets carry them.
+            let ty = if i % 50 == 0 {
+                PageType::PageTable {
+                    level: 1,
+                    pinned: false,
+                }
+            } else {
+                PageType::Normal
+            };
+            ring.push(i as u64, ty, &p.0);
+        }
+        stage.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(ring.page(PAGES - 1));
+        ring.clear();
+        let t = Instant::now();
+        for (d, p) in dst.iter_mut().zip(guest.iter()) {
+            d.0.copy_from_slice(&p.0);
+        }
+        copy.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(&dst[PAGES - 1]);
+    }
+    (median(stage), median(copy))
+}
+
+/// Peak resident memory of this process, from /proc/self/status (VmHWM).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Guest size of the memory runs: 64 Ki pages (256 MiB).
+pub const RSS_GUEST: u64 = 1 << 16;
+
+/// Sender part of the memory run: 24 checkpoints of 8196 pages in which
+/// every word changes (the largest output the format allows), and one of
+/// 20000 pages (ring overflow), written to `out`. Page contents are made on
+/// the fly into one buffer, so the guest itself takes no memory here.
+pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64> {
+    let opts = SenderOptions {
+        compress: CompressOptions {
+            cache_pages: 8192,
+            threads,
+            hash_pages: true,
+        },
+        ring_pages: PAGES,
+        guest_pages: RSS_GUEST,
+    };
+    let mut sender = Sender::new(
+        BufWriter::with_capacity(1 << 20, File::create(out)?),
+        codec,
+        &opts,
+    )?;
+    let mut page = Box::new([0u8; PAGE_SIZE]);
+    sender.begin_checkpoint()?;
+    sender.enable_compression()?;
+    sender.end_checkpoint()?;
+    for gen in 0..25u64 {
+        let n = if gen == 12 { 20_000 } else { PAGES as u64 };
+        sender.begin_checkpoint()?;
+        for pfn in 0..n {
+            let mut rng = Rng::new(pfn ^ 0x1234);
+            fill_page(&mut rng, &mut page);
+            let k = (gen as u32).wrapping_mul(0x9E37_79B9) | 1;
+            for w in page.chunks_exact_mut(4) {
+                let v = u32::from_le_bytes(w.try_into().unwrap()) ^ k;
+                w.copy_from_slice(&v.to_le_bytes());
+            }
+            sender.page(pfn, PageType::Normal, Some(&page))?;
+        }
+        sender.end_checkpoint()?;
+    }
+    let (mut w, _, _) = sender.finish()?;
+    w.flush()?;
+    Ok(peak_rss_bytes())
+}
+
+/// Receiver part: applies the sender part's stream to an image file.
+/// Returns the peak RSS and the largest checkpoint payload it buffered.
+pub fn rss_receiver(codec: Codec, stream: &Path, image: &Path) -> Result<(u64, u64)> {
+    let mut rx = Receiver::new(File::open(stream)?, ReceiverConfig::default(), codec)?;
+    let mut memory = ImageFile::open(image, rx.guest_pages())?;
+    let mut largest = 0;
+    while let Some(info) = rx.next_checkpoint(&mut memory)? {
+        largest = largest.max(info.payload_bytes);
+    }
+    Ok((peak_rss_bytes(), largest))
+}
+
+/// Hostile part: a stream whose header, batches and chunk lengths claim the
+/// most the limits allow, with almost no bytes behind them. Returns the
+/// peak RSS after the receiver rejected it.
+pub fn rss_hostile(codec: Codec, image: &Path) -> Result<u64> {
+    let mut s = ckpt_engine::stream::StreamHeader {
+        guest_pages: RSS_GUEST,
+    }
+    .to_bytes()
+    .to_vec();
+    s.extend_from_slice(b"CKPT");
+    s.extend_from_slice(&0u32.to_le_bytes());
+    s.extend_from_slice(&0u64.to_le_bytes());
+    s.extend_from_slice(&(-13i32).to_le_bytes());
+    s.extend_from_slice(&0i32.to_le_bytes());
+    let d = ckpt_engine::stream::Digest::new();
+    let t = ckpt_engine::stream::Trailer {
+        seq: 0,
+        data_pages: 0,
+        digest: d.finish(),
+    };
+    s.extend_from_slice(&t.to_bytes());
+    s.extend_from_slice(b"CKPT");
+    s.extend_from_slice(&0u32.to_le_bytes());
+    s.extend_from_slice(&1u64.to_le_bytes());
+    s.extend_from_slice(&1i32.to_le_bytes());
+    s.extend_from_slice(&5u64.to_le_bytes());
+    s.extend_from_slice(&(-12i32).to_le_bytes());
+    s.extend_from_slice(&(64u64 << 20).to_le_bytes()); // 64 MiB claimed, 3 bytes sent
+    s.extend_from_slice(&[1, 2, 3]);
+    let mut rx = Receiver::new(&s[..], ReceiverConfig::default(), codec)?;
+    let mut memory = ImageFile::open(image, rx.guest_pages())?;
+    let first = rx.next_checkpoint(&mut memory)?;
+    let second = rx.next_checkpoint(&mut memory);
+    if first.is_none() || second.is_ok() {
+        return Err(crate::Error::Other(
+            "hostile stream was not rejected".into(),
+        ));
+    }
+    Ok(peak_rss_bytes())
+}
+
+/// Memory budget of the sender, as the goal states it.
+pub fn sender_budget(ring_pages: usize, cache_pages: usize) -> u64 {
+    let segments =
+        ring_pages.div_ceil(ckpt_engine::ring::SEGMENT_PAGES) * ckpt_engine::ring::SEGMENT_PAGES;
+    (segments * PAGE_SIZE + cache_pages * PAGE_SIZE + 2 * ring_pages * MAX_ENCODED_LEN) as u64
+        + (32 << 20)
+}
+
+/// Memory budget of the receiver: the image, one checkpoint's buffer (the
+/// largest checkpoint of the run) and 32 MiB.
+pub fn receiver_budget(image_bytes: u64, checkpoint_bytes: u64) -> u64 {
+    image_bytes + checkpoint_bytes + (32 << 20)
+}
+
+/// The whole measurement (`--json`).
+#[derive(Serialize)]
+pub struct PipelineFigures {
+    /// Median compress time of an 8196-page checkpoint, 1 thread (ms).
+    pub compress_1_thread_ms: f64,
+    /// The same with 2 threads (ms).
+    pub compress_2_threads_ms: f64,
+    /// compress_1 / compress_2.
+    pub speedup: f64,
+    /// Median staging time of 8196 pages (ms).
+    pub stage_ms: f64,
+    /// Median memcpy of the same pages (ms).
+    pub memcpy_ms: f64,
+    /// stage / memcpy.
+    pub stage_ratio: f64,
+    /// Sender peak RSS (bytes) and its budget.
+    pub sender_peak_rss: u64,
+    /// Sender budget: ring + cache + two chunks + 32 MiB.
+    pub sender_budget: u64,
+    /// Receiver peak RSS (bytes).
+    pub receiver_peak_rss: u64,
+    /// Receiver budget: image + one checkpoint buffer + 32 MiB.
+    pub receiver_budget: u64,
+    /// Receiver peak RSS on a hostile stream claiming a 64 MiB chunk.
+    pub hostile_peak_rss: u64,
+    /// Kernel used.
+    pub kernel: String,
+}
