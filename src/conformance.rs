@@ -68,6 +68,7 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         cache_pages: ORIGINAL_CACHE_PAGES,
         threads,
         hash_pages: false,
+        pin_threads: true,
     };
     let mut compressor =
         Compressor::new(codec, &opts, ORIGINAL_RING_PAGES, 1 << 28).map_err(io::Error::other)?;

@@ -134,6 +134,7 @@ fn sender_options(config: &Config, tuning: &Tuning, guest_pages: u64) -> SenderO
             cache_pages: config.engine.cache_pages,
             threads: tuning.threads.unwrap_or_else(|| config.threads()).max(1),
             hash_pages: true,
+            pin_threads: config.engine.pin_threads,
         },
         ring_pages: config.engine.ring_pages,
         guest_pages,
@@ -266,8 +267,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let codec = select_codec(kernel.as_deref(), &config)?;
             let reps = reps.max(3);
             eprintln!("measuring compression with 1 and 2 threads");
-            let c1 = pipeline_bench::compress_ms(codec, 1, reps)?;
-            let c2 = pipeline_bench::compress_ms(codec, 2, reps)?;
+            let (c1, c2) = pipeline_bench::compress_ms(codec, reps)?;
             eprintln!("measuring staging against memcpy");
             let (stage, copy) = pipeline_bench::staging_vs_memcpy(reps);
             eprintln!("measuring peak memory (child processes)");

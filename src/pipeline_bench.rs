@@ -47,26 +47,41 @@ fn two_versions(pages: usize, seed: u64) -> (StagingRing, StagingRing) {
     (a, b)
 }
 
-/// Median compression time (ms) of an 8196-page batch with `threads`.
-pub fn compress_ms(codec: Codec, threads: usize, reps: usize) -> Result<f64> {
+/// Median compression times (ms) of an 8196-page batch with 1 and with 2
+/// threads; the two compressors take turns so both see the same machine.
+pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64)> {
     let (a, b) = two_versions(PAGES, 0xB17);
-    let opts = CompressOptions {
-        // Large enough that every page of the batch stays cached.
-        cache_pages: 2 * PAGES,
-        threads,
-        hash_pages: true,
+    let make = |threads| {
+        BatchCompressor::new(
+            codec,
+            &CompressOptions {
+                // Large enough that every page of the batch stays cached.
+                cache_pages: 2 * PAGES,
+                threads,
+                hash_pages: true,
+                pin_threads: true,
+            },
+        )
     };
-    let mut c = BatchCompressor::new(codec, &opts)?;
+    let mut compressors = [make(1)?, make(2)?];
     let mut chunk = Chunk::new();
-    c.compress(&a, &mut chunk); // prime: every page FULL
-    let mut times = Vec::new();
-    for r in 0..reps {
-        let ring = if r % 2 == 0 { &b } else { &a };
-        let t = Instant::now();
-        c.compress(ring, &mut chunk);
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+    for c in compressors.iter_mut() {
+        c.compress(&a, &mut chunk); // prime: every page FULL
     }
-    Ok(median(times))
+    let mut times = [Vec::new(), Vec::new()];
+    for r in 0..2 * reps {
+        for (k, c) in compressors.iter_mut().enumerate() {
+            let ring = if r % 2 == 0 { &b } else { &a };
+            let t = Instant::now();
+            c.compress(ring, &mut chunk);
+            times[k].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    if std::env::var_os("CKPT_SAMPLES").is_some() {
+        eprintln!("1 thread: {:.1?}\n2 threads: {:.1?}", times[0], times[1]);
+    }
+    let [one, two] = times;
+    Ok((median(one), median(two)))
 }
 
 /// Median times (ms) of staging 8196 pages and of a plain memcpy of them.
@@ -139,6 +154,7 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64> {
             cache_pages: 8192,
             threads,
             hash_pages: true,
+            pin_threads: true,
         },
         ring_pages: PAGES,
         guest_pages: RSS_GUEST,

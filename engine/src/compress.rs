@@ -150,6 +150,8 @@ pub struct CompressOptions {
     pub threads: usize,
     /// Hash every page for the checkpoint digest.
     pub hash_pages: bool,
+    /// Pin each worker thread to its own core.
+    pub pin_threads: bool,
 }
 
 /// Compresses staged batches against the delta cache.
@@ -222,10 +224,23 @@ impl BatchCompressor {
     pub fn new(codec: Codec, opts: &CompressOptions) -> Result<BatchCompressor, EngineError> {
         let threads = opts.threads.max(1);
         let pool = if threads > 1 {
+            // One worker per core, pinned: left to the scheduler, a worker
+            // woken for a few milliseconds of work often lands on the core
+            // its peer is using and waits there for the load balancer.
+            let cores = if opts.pin_threads {
+                core_affinity::get_core_ids().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             Some(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .thread_name(|i| format!("ckpt-encode-{i}"))
+                    .start_handler(move |i| {
+                        if cores.len() >= 2 {
+                            core_affinity::set_for_current(cores[i % cores.len()]);
+                        }
+                    })
                     .build()
                     .map_err(|e| EngineError::ThreadPool(e.to_string()))?,
             )

@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub cache_pages: usize,
     /// Staging ring capacity in pages.
     pub ring_pages: usize,
+    /// Pin each compression thread to its own core.
+    pub pin_threads: bool,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +40,7 @@ impl Default for EngineConfig {
             threads: 0,
             cache_pages: 8192,
             ring_pages: 8196,
+            pin_threads: true,
         }
     }
 }

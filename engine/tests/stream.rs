@@ -23,6 +23,7 @@ fn send(threads: usize, ring: usize, cache: usize) -> (Vec<u8>, Expected) {
             cache_pages: cache,
             threads,
             hash_pages: true,
+            pin_threads: true,
         },
         ring_pages: ring,
         guest_pages: GUEST,
