@@ -62,13 +62,19 @@ impl WorkingSet {
     /// `pairs` page pairs whose new versions differ from their references in
     /// `density` percent of words (clustered runs).
     pub fn new(pairs: usize, density: u32, seed: u64) -> WorkingSet {
+        WorkingSet::with_pattern(pairs, density, seed, true)
+    }
+
+    /// As [`WorkingSet::new`], with changed words in clustered runs or
+    /// scattered one by one.
+    pub fn with_pattern(pairs: usize, density: u32, seed: u64, clustered: bool) -> WorkingSet {
         let mut rng = Rng::new(seed ^ density as u64);
         let mut a = PageBuf::arena(pairs);
         let mut b = PageBuf::arena(pairs);
         for (pa, pb) in a.iter_mut().zip(b.iter_mut()) {
             fill_page(&mut rng, &mut pa.0);
             pb.0 = pa.0;
-            mutate(&mut rng, &mut pb.0, density as f64 / 100.0, true);
+            mutate(&mut rng, &mut pb.0, density as f64 / 100.0, clustered);
         }
         WorkingSet {
             reference: a.clone(),
@@ -133,6 +139,7 @@ pub fn bench(
     reps: usize,
     densities: &[u32],
     codecs: &[Codec],
+    clustered: bool,
     mut progress: impl FnMut(&str),
 ) -> KernelBench {
     let pairs = (mib << 20) / (2 * PAGE_SIZE);
@@ -149,7 +156,7 @@ pub fn bench(
         .collect();
     for &density in densities {
         progress(&format!("density {density}%"));
-        let mut ws = WorkingSet::new(pairs, density, 0x5EED);
+        let mut ws = WorkingSet::with_pattern(pairs, density, 0x5EED, clustered);
         let mut floor_t = Vec::new();
         let mut enc_t = vec![Vec::new(); codecs.len()];
         let mut dec_t = vec![Vec::new(); codecs.len()];

@@ -91,6 +91,47 @@ enum Command {
         #[arg(long)]
         kernel: String,
     },
+    /// Record a live process's dirty pages into a trace, epoch by epoch.
+    Record {
+        /// Trace file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Target run time between pauses, in ms (default: config, 25).
+        #[arg(long)]
+        epoch_ms: Option<u64>,
+        /// Stop after this many epochs.
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Attach to this process instead of starting a command.
+        #[arg(long)]
+        pid: Option<i32>,
+        /// Also stop and record the target's descendants.
+        #[arg(long)]
+        children: bool,
+        /// Workload name stored in the trace.
+        #[arg(long, default_value = "unnamed")]
+        name: String,
+        /// Command to start and record.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Replay a trace through the sender pipeline and the receiver, verified.
+    Bench {
+        /// Trace to replay (default: the bundled redis trace; see --all).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// Replay every bundled trace.
+        #[arg(long)]
+        all: bool,
+        /// Print one JSON object per trace.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
     /// Replay golden vectors and check every output byte for byte.
     Conformance {
         /// Folder holding *.vec / *.vec.zst files.
@@ -118,6 +159,9 @@ enum Command {
         /// Measure only this kernel (default: every supported kernel).
         #[arg(long)]
         kernel: Option<String>,
+        /// Change words one by one instead of in clustered runs.
+        #[arg(long)]
+        scattered: bool,
     },
 }
 
@@ -366,6 +410,153 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let _ = std::fs::remove_file(&image);
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(target_os = "linux")]
+        Command::Record {
+            output,
+            epoch_ms,
+            epochs,
+            seconds,
+            pid,
+            children,
+            name,
+            command,
+        } => {
+            let codec = select_codec(None, &config)?;
+            if epochs.is_none() && seconds.is_none() && pid.is_some() {
+                return Err(Error::Other(
+                    "give --epochs or --seconds when attaching".into(),
+                ));
+            }
+            let args = ckpt::record_cmd::RecordArgs {
+                output: output.clone(),
+                epoch: std::time::Duration::from_millis(
+                    epoch_ms.unwrap_or(config.record.epoch_ms).max(1),
+                ),
+                epochs,
+                duration: seconds.map(std::time::Duration::from_secs_f64),
+                children,
+                pid,
+                command,
+                name,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let r = ckpt::record_cmd::record(&args, codec)?;
+            let (p50, p99) = r.pause_ms();
+            let first = r.epochs.first().copied().unwrap_or_default();
+            let dirty: Vec<u64> = r.epochs.iter().skip(1).map(|e| e.dirty_pages).collect();
+            let scanned: f64 = r
+                .epochs
+                .iter()
+                .skip(1)
+                .map(|e| e.scanned_bytes as f64)
+                .sum::<f64>()
+                / (dirty.len().max(1) as f64 * (1 << 20) as f64);
+            println!(
+                "{}: {} epochs; initial image {} pages (pause {:.1} ms)",
+                output.display(),
+                r.epochs.len(),
+                first.dirty_pages,
+                first.pause.as_secs_f64() * 1e3
+            );
+            println!(
+                "pause per epoch p50 {p50:.2} ms, p99 {p99:.2} ms; {scanned:.1} MiB scanned per epoch; {:.3} ms per MiB scanned",
+                r.ms_per_mib()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            trace,
+            all,
+            json,
+            tuning,
+        } => {
+            let codec = select_codec(tuning.kernel.as_deref(), &config)?;
+            let threads = tuning.threads.unwrap_or(1);
+            let opts = sender_options(
+                &config,
+                &Tuning {
+                    threads: Some(threads),
+                    ..tuning.clone()
+                },
+                1,
+            );
+            let traces = match (trace, all) {
+                (Some(t), _) => vec![t],
+                (None, true) => ckpt::bundled_traces(),
+                (None, false) => ckpt::bundled_traces()
+                    .into_iter()
+                    .filter(|p| p.to_string_lossy().contains("redis"))
+                    .take(1)
+                    .collect(),
+            };
+            if traces.is_empty() {
+                return Err(Error::Other(format!(
+                    "no trace found in {}",
+                    ckpt::traces_dir().display()
+                )));
+            }
+            let mut ok = true;
+            for t in traces {
+                let r = ckpt::bench::run(&t, codec, &opts)?;
+                ok &= r.verified;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&r).map_err(|e| Error::Other(e.to_string()))?
+                    );
+                    continue;
+                }
+                println!(
+                    "{} ({}), kernel {}, {} thread(s)",
+                    r.trace, r.workload, r.kernel, r.threads
+                );
+                println!(
+                    "  {} checkpoints, {} pages, {:.1} MiB in, {:.1} MiB out, ratio {:.2}",
+                    r.checkpoints,
+                    r.pages,
+                    r.input_bytes as f64 / (1 << 20) as f64,
+                    r.output_bytes as f64 / (1 << 20) as f64,
+                    r.ratio
+                );
+                println!(
+                    "  encode {:.2} GB/s ({:.2}x the floor of {:.2} GB/s), decode {:.2} GB/s, {:.0} pages/s",
+                    r.encode_gbps, r.encode_vs_floor, r.floor_gbps, r.decode_gbps, r.pages_per_s
+                );
+                println!(
+                    "  dirty pages per checkpoint p50 {} p99 {}; {:.1}% of words changed in re-dirtied pages, {:.0} runs per page",
+                    r.dirty_pages_p50,
+                    r.dirty_pages_p99,
+                    100.0 * r.words_changed_share,
+                    r.runs_per_page
+                );
+                println!(
+                    "  pages: {:.1}% FULL on cache miss, {:.1}% delta, {:.1}% unchanged",
+                    100.0 * r.full_miss_share,
+                    100.0 * r.delta_share,
+                    100.0 * r.empty_share
+                );
+                for (name, p) in [
+                    ("stage", r.stage_ms),
+                    ("compress", r.compress_ms),
+                    ("checkpoint", r.checkpoint_ms),
+                ] {
+                    println!(
+                        "  {name:<10} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
+                        p.p50, p.p99, p.p999
+                    );
+                }
+                println!(
+                    "  verified: {}; peak RSS {:.1} MiB",
+                    r.verified,
+                    r.peak_rss_bytes as f64 / (1 << 20) as f64
+                );
+            }
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Conformance { dir, tuning } => {
             let codec = select_codec(tuning.kernel.as_deref(), &config)?;
             let threads = tuning.threads.unwrap_or(1);
@@ -407,6 +598,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             reps,
             density,
             kernel,
+            scattered,
         } => {
             if !bench {
                 let best = Kernel::best();
@@ -425,9 +617,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Some(name) => vec![Codec::new(name.parse::<Kernel>()?)?],
                 None => kernels::supported(),
             };
-            let result = kernels::bench(mib.max(1), reps.max(1), &density, &codecs, |s| {
-                eprintln!("measuring {s}")
-            });
+            let result = kernels::bench(
+                mib.max(1),
+                reps.max(1),
+                &density,
+                &codecs,
+                !scattered,
+                |s| eprintln!("measuring {s}"),
+            );
             if json {
                 println!(
                     "{}",

@@ -13,9 +13,12 @@ pub mod memory;
 pub mod page;
 pub mod pipeline;
 pub mod receiver;
+#[cfg(target_os = "linux")]
+pub mod record;
 pub mod ring;
 pub mod stream;
 pub mod synth;
+pub mod trace;
 
 pub use compress::{BatchCompressor, Chunk, CompressOptions, Compressor, FormCounts};
 pub use page::{PageBuf, PageType};

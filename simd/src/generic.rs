@@ -216,6 +216,145 @@ fn emit_delta<const UPDATE: bool>(
     Some(o)
 }
 
+/// Runs in a page with this many runs or more take [`emit_dense`].
+const DENSE_RUNS: u32 = 100;
+
+/// Number of runs in the page (flips of the change bit, plus one).
+#[inline(always)]
+fn count_runs(bits: &Bitmap) -> u32 {
+    let mut carry = bits[0] & 1;
+    let mut flips = 0;
+    for &w in bits {
+        flips += (w ^ ((w << 1) | carry)).count_ones();
+        carry = w >> 63;
+    }
+    flips + 1
+}
+
+/// Emits one run at `o`; returns the new output offset.
+///
+/// # Safety
+/// `dst` must be valid for writes up to `o + 1 + 64` and for the run's
+/// markers and data; `start + len <= 1024`.
+#[inline(always)]
+unsafe fn emit_run(
+    dst: *mut u8,
+    src: *const u8,
+    o: usize,
+    start: usize,
+    len: usize,
+    copy: usize,
+) -> usize {
+    let at = start * WORD_SIZE;
+    // SKIP runs need no data, so any SKIP run a marker can hold and any
+    // COPY run of up to 8 words takes the same branch-free path: marker,
+    // one 32-byte move (from a clamped address for SKIP runs near the page
+    // end, whose data is not used), advance by what the run really uses.
+    let fast = (copy * len <= 8) & (len <= MAX_RUN) & ((copy == 0) | (at + 32 <= PAGE_SIZE));
+    if fast {
+        // SAFETY: o + 33 is within dst by contract; the read is clamped
+        // into the page.
+        unsafe {
+            *dst.add(o) = (((copy ^ 1) << 7) | len) as u8;
+            let v = ptr::read_unaligned(src.add(at.min(PAGE_SIZE - 32)) as *const [u8; 32]);
+            ptr::write_unaligned(dst.add(o + 1) as *mut [u8; 32], v);
+        }
+        return o + 1 + copy * WORD_SIZE * len;
+    }
+    if copy == 1 && len <= 16 && at + 64 <= PAGE_SIZE {
+        // SAFETY: o + 65 is within dst by contract; at + 64 <= PAGE_SIZE.
+        unsafe {
+            *dst.add(o) = len as u8;
+            let v = ptr::read_unaligned(src.add(at) as *const [u8; 64]);
+            ptr::write_unaligned(dst.add(o + 1) as *mut [u8; 64], v);
+        }
+        return o + 1 + WORD_SIZE * len;
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { emit_run_slow(dst, src, o, at, len, copy) }
+}
+
+/// The general case of [`emit_run`]: long runs, cut into 127-word pieces.
+/// Kept out of line so that the short-run loop keeps its values in
+/// registers.
+///
+/// # Safety
+/// As [`emit_run`]; `at` is the run's byte offset in the page.
+#[cold]
+#[inline(never)]
+unsafe fn emit_run_slow(
+    dst: *mut u8,
+    src: *const u8,
+    mut o: usize,
+    mut at: usize,
+    len: usize,
+    copy: usize,
+) -> usize {
+    let mut left = len;
+    while left > 0 {
+        let piece = left.min(MAX_RUN);
+        let bytes = piece * WORD_SIZE;
+        // SAFETY: the run's markers and data are within dst by contract, and
+        // at + bytes <= PAGE_SIZE because the run ends by word 1024.
+        unsafe {
+            if copy == 1 {
+                *dst.add(o) = piece as u8;
+                copy_words(dst.add(o + 1), src.add(at), bytes);
+                o += 1 + bytes;
+            } else {
+                *dst.add(o) = SKIP_FLAG | piece as u8;
+                o += 1;
+            }
+        }
+        at += bytes;
+        left -= piece;
+    }
+    o
+}
+
+/// Emission for pages with many short runs (scattered changes): walks the
+/// flips of the change bitmap and emits each run without branching on its
+/// kind. Needs `out.len() >= MAX_DELTA_LEN + 64`.
+#[inline(always)]
+fn emit_dense(bits: &Bitmap, new: &Page, out: &mut [u8]) -> usize {
+    assert!(out.len() >= MAX_DELTA_LEN + 64);
+    let dst = out.as_mut_ptr();
+    let src = new.as_ptr();
+    let mut o = 0;
+    let mut start = 0;
+    let mut copy = (bits[0] & 1) as usize;
+    let mut carry = bits[0] & 1;
+    for (q, &w) in bits.iter().enumerate() {
+        let mut t = w ^ ((w << 1) | carry);
+        carry = w >> 63;
+        while t != 0 {
+            let p = q * WORDS_PER_BITMAP_WORD + t.trailing_zeros() as usize;
+            t &= t - 1;
+            // SAFETY: every run's encoding ends by MAX_DELTA_LEN, so each
+            // write (at most 64 bytes past a marker) stays below
+            // MAX_DELTA_LEN + 64 <= out.len(); p <= 1024.
+            o = unsafe { emit_run(dst, src, o, start, p - start, copy) };
+            start = p;
+            copy ^= 1;
+        }
+    }
+    // SAFETY: as above, for the last run.
+    unsafe { emit_run(dst, src, o, start, WORDS_PER_PAGE - start, copy) }
+}
+
+/// Copies every 64-byte block with a changed word from `new` to `reference`.
+#[inline(always)]
+fn update_blocks(bits: &Bitmap, new: &Page, reference: &mut Page) {
+    for (q, &w) in bits.iter().enumerate() {
+        for k in 0..4 {
+            if (w >> (16 * k)) & 0xFFFF != 0 {
+                let at = (q * 4 + k) * BLOCK;
+                reference[at..at + BLOCK].copy_from_slice(&new[at..at + BLOCK]);
+            }
+        }
+    }
+}
+
 /// The canonical encoder (same contract as [`crate::scalar::encode`]).
 ///
 /// # Safety
@@ -235,19 +374,17 @@ pub(crate) unsafe fn encode<I: Isa>(
         *out.first_mut().ok_or(too_small)? = EMPTY_MARKER;
         return Ok(1);
     }
+    if out.len() >= MAX_DELTA_LEN + 64 && count_runs(&bits) >= DENSE_RUNS {
+        let len = emit_dense(&bits, new, out);
+        update_blocks(&bits, new, reference);
+        return Ok(len);
+    }
     if out.len() >= MAX_DELTA_LEN {
         // Cannot fail: update the reference while copying.
         return emit_delta::<true>(&bits, new, reference, out).ok_or(too_small);
     }
     let len = emit_delta::<false>(&bits, new, reference, out).ok_or(too_small)?;
-    for (q, &w) in bits.iter().enumerate() {
-        for k in 0..4 {
-            if (w >> (16 * k)) & 0xFFFF != 0 {
-                let at = (q * 4 + k) * BLOCK;
-                reference[at..at + BLOCK].copy_from_slice(&new[at..at + BLOCK]);
-            }
-        }
-    }
+    update_blocks(&bits, new, reference);
     Ok(len)
 }
 

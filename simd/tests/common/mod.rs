@@ -131,6 +131,18 @@ pub fn check_case(codec: &Codec, name: &str, reference: &Page, new: &Page) -> Ve
         Err(e) => failures.push(format!("{k} {name}: encode failed: {e}")),
     }
 
+    // A roomy buffer (the run-dense path needs slack past the worst case)
+    // gives the same bytes; a guard past it survives.
+    let mut ref_k = Box::new(*reference);
+    let mut roomy = vec![0x5Au8; MAX_ENCODED_LEN + 256];
+    match codec.encode(new, &mut ref_k, &mut roomy[..MAX_ENCODED_LEN + 128]) {
+        Ok(n)
+            if roomy[..n] == out_s[..]
+                && *ref_k == *new
+                && roomy[MAX_ENCODED_LEN + 128..].iter().all(|&b| b == 0x5A) => {}
+        other => failures.push(format!("{k} {name}: roomy buffer gave {other:?}")),
+    }
+
     // Exactly enough room succeeds; one byte less fails and leaves the
     // reference untouched. A guard byte past the buffer must survive.
     let mut ref_k = Box::new(*reference);

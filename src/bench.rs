@@ -1,0 +1,242 @@
+//! `ckpt bench`: replays a trace through the full sender pipeline and the
+//! receiver, verifying after every checkpoint that the receiver's memory
+//! equals the trace's.
+//!
+//! Phase 1 sends: the trace's first epoch (the initial image) goes out
+//! uncompressed with ENABLE_COMPRESSION, as a live migration's last
+//! iteration; every later epoch is a compressed checkpoint. In the same
+//! run, the memory floor reads both the new and the previous content of
+//! every dirty page. Phase 2 receives the stream from memory, timing the
+//! receiver alone, and compares each checkpoint's pages with the trace.
+
+use crate::pipeline_bench::peak_rss_bytes;
+use crate::{Error, Result};
+use ckpt_engine::config::ReceiverConfig;
+use ckpt_engine::memory::{GuestMemory, SparseMemory};
+use ckpt_engine::pipeline::{Sender, SenderOptions};
+use ckpt_engine::receiver::Receiver;
+use ckpt_engine::trace::TraceReader;
+use ckpt_simd::{Codec, PAGE_SIZE};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize, Default, Clone, Copy)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+}
+
+fn pct(h: &Histogram<u64>) -> Percentiles {
+    let ms = |q| h.value_at_quantile(q) as f64 / 1e3;
+    Percentiles {
+        p50: ms(0.5),
+        p99: ms(0.99),
+        p999: ms(0.999),
+    }
+}
+
+/// The figures of one trace (the `--json` object).
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// Trace file.
+    pub trace: String,
+    /// Workload recorded in the trace.
+    pub workload: String,
+    /// Compressed checkpoints (the initial image is not counted).
+    pub checkpoints: u64,
+    /// Pages in the compressed checkpoints.
+    pub pages: u64,
+    /// Page bytes of the compressed checkpoints.
+    pub input_bytes: u64,
+    /// Stream bytes of the compressed checkpoints (PFN batches, chunks, framing).
+    pub output_bytes: u64,
+    /// input_bytes / output_bytes.
+    pub ratio: f64,
+    /// Page bytes / time the compressor spent (all threads' wall time).
+    pub encode_gbps: f64,
+    /// Page bytes / time the receiver spent (parse, verify, apply).
+    pub decode_gbps: f64,
+    /// Page bytes / time to read both the new and the previous content of
+    /// every dirty page, measured in the same run.
+    pub floor_gbps: f64,
+    /// encode_gbps / floor_gbps.
+    pub encode_vs_floor: f64,
+    /// Pages compressed per second.
+    pub pages_per_s: f64,
+    /// Share of words changed within dirty pages (pages seen before only).
+    pub words_changed_share: f64,
+    /// Mean runs (SKIP and COPY markers' runs) per re-dirtied page.
+    pub runs_per_page: f64,
+    /// Dirty pages per compressed checkpoint: median.
+    pub dirty_pages_p50: u64,
+    /// Dirty pages per compressed checkpoint: 99th percentile.
+    pub dirty_pages_p99: u64,
+    /// Pages sent FULL because they missed the cache, as a share of pages.
+    pub full_miss_share: f64,
+    /// Pages sent as deltas, as a share.
+    pub delta_share: f64,
+    /// Pages unchanged, as a share.
+    pub empty_share: f64,
+    /// Staging latency per checkpoint (guest-paused copy).
+    pub stage_ms: Percentiles,
+    /// Compression latency per checkpoint.
+    pub compress_ms: Percentiles,
+    /// From pause to trailer written, per checkpoint.
+    pub checkpoint_ms: Percentiles,
+    /// Page kernel.
+    pub kernel: String,
+    /// Compression threads.
+    pub threads: usize,
+    /// True only if every checkpoint matched the trace.
+    pub verified: bool,
+    /// Peak resident memory of this process.
+    pub peak_rss_bytes: u64,
+}
+
+/// Replays `trace` and measures it.
+pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchReport> {
+    let terr =
+        |e: ckpt_engine::trace::TraceError| Error::Other(format!("{}: {e}", trace.display()));
+    // Pass 0: the recorded memory's size, for the stream header.
+    let mut reader = TraceReader::open(trace).map_err(terr)?;
+    let meta: serde_json::Value = serde_json::from_str(&reader.meta).unwrap_or_default();
+    while reader.next_epoch().map_err(terr)?.is_some() {}
+    let guest_pages = reader.pages.max(1);
+    drop(reader);
+
+    // Phase 1: send.
+    let opts = SenderOptions {
+        guest_pages,
+        ..opts.clone()
+    };
+    let mut sender = Sender::new(Vec::new(), codec, &opts)?;
+    let mut reader = TraceReader::open(trace).map_err(terr)?;
+    let mut floor = Duration::ZERO;
+    let mut floor_sink = 0u64;
+    let mut first = true;
+    let (mut changed_words, mut compared_words, mut runs, mut redirtied) = (0u64, 0u64, 0u64, 0u64);
+    let mut dirty = Histogram::<u64>::new(3).expect("histogram");
+    while let Some(epoch) = reader.next_epoch().map_err(terr)? {
+        if !first {
+            let _ = dirty.record(epoch.entries.len() as u64);
+            for (n, o) in epoch.new.iter().zip(epoch.old.iter()) {
+                if o.0.iter().all(|&b| b == 0) {
+                    continue; // first appearance (or a zero page): no delta
+                }
+                let (c, r) = change_profile(&n.0, &o.0);
+                changed_words += c;
+                runs += r;
+                compared_words += 1024;
+                redirtied += 1;
+            }
+        }
+        sender.begin_checkpoint()?;
+        for (i, &(pfn, ty)) in epoch.entries.iter().enumerate() {
+            sender.page(pfn, ty, Some(&epoch.new[i].0))?;
+        }
+        if first {
+            sender.enable_compression()?;
+        } else {
+            let t = Instant::now();
+            for (n, o) in epoch.new.iter().zip(epoch.old.iter()) {
+                floor_sink ^= codec.read_floor(&n.0, &o.0);
+            }
+            floor += t.elapsed();
+        }
+        sender.end_checkpoint()?;
+        first = false;
+    }
+    std::hint::black_box(floor_sink);
+    let (stream, sent, lat) = sender.finish()?;
+
+    // Phase 2: receive and verify.
+    let mut rx = Receiver::new(&stream[..], ReceiverConfig::default(), codec)?;
+    let mut memory = SparseMemory::new(guest_pages);
+    let mut reader = TraceReader::open(trace).map_err(terr)?;
+    let mut verified = true;
+    let mut receive = Duration::ZERO;
+    let mut first_frame = 0;
+    let mut index = 0u64;
+    while let Some(epoch) = reader.next_epoch().map_err(terr)? {
+        let t = Instant::now();
+        let info = rx.next_checkpoint(&mut memory)?;
+        let took = t.elapsed();
+        let Some(info) = info else {
+            verified = false;
+            break;
+        };
+        if index == 0 {
+            first_frame = info.frame_bytes;
+        } else {
+            receive += took;
+        }
+        verified &= epoch
+            .entries
+            .iter()
+            .zip(epoch.new.iter())
+            .all(|(&(pfn, _), page)| memory.page(pfn) == &page.0);
+        index += 1;
+    }
+    verified &= rx.next_checkpoint(&mut memory)?.is_none();
+    // The whole memory, once more at the end.
+    let store = reader.memory();
+    verified &= (0..guest_pages).all(|p| store.get(p).is_none_or(|page| memory.page(p) == page));
+
+    let compressed_pages = sent.pages - sent.uncompressed;
+    let input = compressed_pages * PAGE_SIZE as u64;
+    let output = sent.output_bytes - first_frame - 32 - 16;
+    let gbps = |d: Duration| input as f64 / d.as_secs_f64().max(1e-12) / 1e9;
+    let share = |n: u64| n as f64 / compressed_pages.max(1) as f64;
+    Ok(BenchReport {
+        trace: trace.display().to_string(),
+        workload: meta["workload"].as_str().unwrap_or("?").to_string(),
+        checkpoints: sent.checkpoints.saturating_sub(1),
+        pages: compressed_pages,
+        input_bytes: input,
+        output_bytes: output,
+        ratio: input as f64 / output.max(1) as f64,
+        encode_gbps: gbps(sent.compress_time),
+        decode_gbps: gbps(receive),
+        floor_gbps: gbps(floor),
+        encode_vs_floor: gbps(sent.compress_time) / gbps(floor),
+        words_changed_share: changed_words as f64 / compared_words.max(1) as f64,
+        runs_per_page: runs as f64 / redirtied.max(1) as f64,
+        dirty_pages_p50: dirty.value_at_quantile(0.5),
+        dirty_pages_p99: dirty.value_at_quantile(0.99),
+        pages_per_s: compressed_pages as f64 / sent.compress_time.as_secs_f64().max(1e-12),
+        full_miss_share: share(sent.counts.full_miss),
+        delta_share: share(sent.counts.delta),
+        empty_share: share(sent.counts.empty),
+        stage_ms: pct(&lat.stage),
+        compress_ms: pct(&lat.compress),
+        checkpoint_ms: pct(&lat.checkpoint),
+        kernel: codec.kernel().name().into(),
+        threads: opts.compress.threads,
+        verified,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Words that differ between two pages, and the number of runs (maximal
+/// stretches of changed or unchanged words) the delta encoding sees.
+pub fn change_profile(new: &ckpt_simd::Page, old: &ckpt_simd::Page) -> (u64, u64) {
+    let mut changed = 0;
+    let mut runs = 0;
+    let mut prev = None;
+    for (a, b) in new.chunks_exact(4).zip(old.chunks_exact(4)) {
+        let c = a != b;
+        changed += c as u64;
+        if prev != Some(c) {
+            runs += 1;
+            prev = Some(c);
+        }
+    }
+    (changed, runs)
+}
