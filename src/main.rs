@@ -462,6 +462,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "pause per epoch p50 {p50:.2} ms, p99 {p99:.2} ms; {scanned:.1} MiB scanned per epoch; {:.3} ms per MiB scanned",
                 r.ms_per_mib()
             );
+            let n = r.epochs.len().saturating_sub(1).max(1) as f64;
+            let avg = |f: fn(&ckpt_engine::record::EpochStats) -> std::time::Duration| {
+                r.epochs
+                    .iter()
+                    .skip(1)
+                    .map(|e| f(e).as_secs_f64())
+                    .sum::<f64>()
+                    * 1e3
+                    / n
+            };
+            println!(
+                "mean pause split: stop {:.2} ms, enumerate {:.2} ms, read+compare {:.2} ms",
+                avg(|e| e.stop_wait),
+                avg(|e| e.enumerate),
+                avg(|e| e.compare)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -65,6 +65,12 @@ pub struct EpochStats {
     pub dirty_pages: u64,
     /// Processes stopped.
     pub processes: usize,
+    /// Part of the pause spent waiting for every thread to stop.
+    pub stop_wait: Duration,
+    /// Part spent reading mappings and page maps.
+    pub enumerate: Duration,
+    /// Part spent reading and comparing pages.
+    pub compare: Duration,
 }
 
 /// A writable mapping of one process.
@@ -178,9 +184,38 @@ pub struct Recorder {
     writer: TraceWriter<BufWriter<File>>,
     codec: Codec,
     keys: HashMap<(u8, u64, u64, u64), u32>,
-    region_pfns: HashMap<(i32, Region), Vec<u32>>,
+    region_pfns: HashMap<(i32, Region), std::sync::Arc<[u32]>>,
     seen: Vec<bool>,
     threads: usize,
+    /// Per scan thread: changed pages of the last epoch (kept across
+    /// epochs so that their memory is reused, not faulted in anew).
+    found: Vec<Found>,
+}
+
+/// Changed pages one scan thread found. Pages are read straight into
+/// `pages` and the changed ones compacted in place; `pages` keeps its
+/// high-water length across epochs, `len` is what this epoch found.
+#[derive(Default)]
+struct Found {
+    pfns: Vec<u32>,
+    pages: Vec<crate::page::PageBuf>,
+    len: usize,
+}
+
+impl Found {
+    fn clear(&mut self) {
+        self.pfns.clear();
+        self.len = 0;
+    }
+
+    /// Room for `n` more pages past what was found, to read into.
+    fn room(&mut self, n: usize) -> &mut [crate::page::PageBuf] {
+        if self.pages.len() < self.len + n {
+            self.pages
+                .resize(self.len + n, crate::page::PageBuf([0; PAGE_SIZE]));
+        }
+        &mut self.pages[self.len..self.len + n]
+    }
 }
 
 const BATCH_PAGES: usize = 256;
@@ -195,6 +230,7 @@ impl Recorder {
             region_pfns: HashMap::new(),
             seen: Vec::new(),
             threads: threads.max(1),
+            found: Vec::new(),
         }
     }
 
@@ -204,7 +240,7 @@ impl Recorder {
     }
 
     /// PFNs of every page of a region, stable across epochs.
-    fn pfns(&mut self, pid: i32, r: &Region) -> Vec<u32> {
+    fn pfns(&mut self, pid: i32, r: &Region) -> std::sync::Arc<[u32]> {
         if let Some(v) = self.region_pfns.get(&(pid, r.clone())) {
             return v.clone();
         }
@@ -222,6 +258,7 @@ impl Recorder {
                 }
             })
             .collect();
+        let v: std::sync::Arc<[u32]> = v.into();
         self.region_pfns.insert((pid, r.clone()), v.clone());
         v
     }
@@ -290,16 +327,18 @@ impl Recorder {
             let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
         }
         let pause = t.elapsed();
-        let (mut stats, changed) = match result {
+        let mut stats = match result {
             Ok(Some(x)) => x,
             Ok(None) => return Ok(None),
             Err(e) => return Err(e),
         };
         stats.pause = pause;
         // Written while the target runs again.
-        let mut pages: Vec<(u64, PageType, &Page)> = changed
+        let mut pages: Vec<(u64, PageType, &Page)> = self
+            .found
             .iter()
-            .map(|(pfn, p)| (*pfn as u64, PageType::Normal, &p.0))
+            .flat_map(|f| f.pfns.iter().zip(f.pages[..f.len].iter()))
+            .map(|(&pfn, p)| (pfn as u64, PageType::Normal, &p.0))
             .collect();
         pages.sort_unstable_by_key(|p| p.0);
         self.writer
@@ -313,12 +352,7 @@ impl Recorder {
         Ok(Some(stats))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn scan(
-        &mut self,
-        pids: &[i32],
-        started: Instant,
-    ) -> Result<Option<(EpochStats, Vec<(u32, crate::page::PageBuf)>)>, RecordError> {
+    fn scan(&mut self, pids: &[i32], started: Instant) -> Result<Option<EpochStats>, RecordError> {
         for &p in pids {
             while !stopped(p) {
                 if started.elapsed() > Duration::from_secs(1) {
@@ -327,6 +361,8 @@ impl Recorder {
                 std::thread::sleep(Duration::from_micros(50));
             }
         }
+        let stop_wait = started.elapsed();
+        let t_enum = Instant::now();
         let mut runs = Vec::new();
         for &p in pids {
             match self.runs(p) {
@@ -336,11 +372,13 @@ impl Recorder {
             }
         }
         // Shared pages appear once per process mapping them: scan each once.
-        let mut taken = std::collections::HashSet::new();
-        for r in runs.iter_mut() {
-            r.pfns.retain(|&pfn| taken.insert(pfn));
+        if pids.len() > 1 {
+            let mut taken = std::collections::HashSet::new();
+            for r in runs.iter_mut() {
+                r.pfns.retain(|&pfn| taken.insert(pfn));
+            }
+            runs.retain(|r| !r.pfns.is_empty());
         }
-        runs.retain(|r| !r.pfns.is_empty());
         let total: usize = runs.iter().map(|r| r.pfns.len()).sum();
         let per_thread = total.div_ceil(self.threads).max(1);
         let mut parts: Vec<Vec<&Run>> = vec![Vec::new()];
@@ -353,28 +391,29 @@ impl Recorder {
             count += r.pfns.len();
             parts.last_mut().unwrap().push(r);
         }
+        let enumerate = t_enum.elapsed();
+        let t_cmp = Instant::now();
         let shadow = self.writer.reference();
         let codec = self.codec;
-        let results: Vec<Vec<(u32, crate::page::PageBuf)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = parts
-                .iter()
-                .map(|part| s.spawn(move || scan_part(part, shadow, codec)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_default())
-                .collect()
+        if self.found.len() < parts.len() {
+            self.found.resize_with(parts.len(), Found::default);
+        }
+        self.found.iter_mut().for_each(Found::clear);
+        std::thread::scope(|s| {
+            for (part, found) in parts.iter().zip(self.found.iter_mut()) {
+                s.spawn(move || scan_part(part, shadow, codec, found));
+            }
         });
-        let changed: Vec<_> = results.into_iter().flatten().collect();
-        Ok(Some((
-            EpochStats {
-                pause: Duration::ZERO,
-                scanned_bytes: (total * PAGE_SIZE) as u64,
-                dirty_pages: changed.len() as u64,
-                processes: pids.len(),
-            },
-            changed,
-        )))
+        let dirty = self.found.iter().map(|f| f.pfns.len() as u64).sum();
+        Ok(Some(EpochStats {
+            pause: Duration::ZERO,
+            scanned_bytes: (total * PAGE_SIZE) as u64,
+            dirty_pages: dirty,
+            processes: pids.len(),
+            stop_wait,
+            enumerate,
+            compare: t_cmp.elapsed(),
+        }))
     }
 
     /// Ends the trace.
@@ -386,33 +425,75 @@ impl Recorder {
 
 static ZERO: Page = [0u8; PAGE_SIZE];
 
-/// Reads runs of pages and returns those that differ from the shadow
-/// (a page never recorded counts as zero).
-fn scan_part(runs: &[&Run], shadow: &PageStore, codec: Codec) -> Vec<(u32, crate::page::PageBuf)> {
-    let mut buf = crate::page::PageBuf::arena(BATCH_PAGES);
-    let mut changed = Vec::new();
-    for run in runs {
-        let n = run.pfns.len();
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut buf[..n]);
-        let remote = [RemoteIoVec {
-            base: run.addr as usize,
-            len: n * PAGE_SIZE,
-        }];
-        let got = match process_vm_readv(
-            Pid::from_raw(run.pid),
-            &mut [IoSliceMut::new(bytes)],
-            &remote,
-        ) {
-            Ok(got) => got / PAGE_SIZE,
-            Err(_) => continue, // unmapped meanwhile: nothing to record
-        };
-        for (i, &pfn) in run.pfns.iter().enumerate().take(got) {
-            let page = &buf[i].0;
-            let old = shadow.get(pfn as u64).unwrap_or(&ZERO);
-            if !codec.pages_equal(page, old) {
-                changed.push((pfn, buf[i]));
+/// Most remote ranges in one `process_vm_readv` call (the kernel's IOV_MAX).
+const MAX_IOV: usize = 1024;
+
+/// Reads runs of pages, many runs per system call, and keeps in `found`
+/// those that differ from the shadow (a page never recorded counts as zero).
+fn scan_part(runs: &[&Run], shadow: &PageStore, codec: Codec, found: &mut Found) {
+    let mut batch: Vec<&Run> = Vec::with_capacity(MAX_IOV);
+    let mut pages = 0;
+    for &run in runs {
+        if !batch.is_empty()
+            && (pages + run.pfns.len() > BATCH_PAGES
+                || batch.len() == MAX_IOV
+                || batch[0].pid != run.pid)
+        {
+            read_batch(&batch, shadow, codec, found);
+            batch.clear();
+            pages = 0;
+        }
+        batch.push(run);
+        pages += run.pfns.len();
+    }
+    read_batch(&batch, shadow, codec, found);
+}
+
+/// One `process_vm_readv` for a batch of runs of one process, straight
+/// into `found`, then the comparison, keeping changed pages in place. A
+/// range that went away mid-read ends the call early; the runs after it
+/// are read one by one.
+fn read_batch(batch: &[&Run], shadow: &PageStore, codec: Codec, found: &mut Found) {
+    let Some(first) = batch.first() else { return };
+    let remote: Vec<RemoteIoVec> = batch
+        .iter()
+        .map(|r| RemoteIoVec {
+            base: r.addr as usize,
+            len: r.pfns.len() * PAGE_SIZE,
+        })
+        .collect();
+    let total: usize = batch.iter().map(|r| r.pfns.len()).sum();
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(found.room(total));
+    let got = process_vm_readv(
+        Pid::from_raw(first.pid),
+        &mut [IoSliceMut::new(bytes)],
+        &remote,
+    )
+    .map_or(0, |n| n / PAGE_SIZE);
+    let base = found.len;
+    let mut kept = 0;
+    let pfns = batch.iter().flat_map(|r| r.pfns.iter().copied());
+    for (i, pfn) in pfns.enumerate().take(got) {
+        let old = shadow.get(pfn as u64).unwrap_or(&ZERO);
+        if !codec.pages_equal(&found.pages[base + i].0, old) {
+            if kept != i {
+                found.pages[base + kept] = found.pages[base + i];
             }
+            found.pfns.push(pfn);
+            kept += 1;
         }
     }
-    changed
+    found.len += kept;
+    if got < total && batch.len() > 1 {
+        let mut skip = got;
+        for r in batch {
+            let n = r.pfns.len();
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            skip = 0;
+            read_batch(&[*r], shadow, codec, found);
+        }
+    }
 }
