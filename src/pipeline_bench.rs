@@ -58,7 +58,8 @@ pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64)> {
                 // Large enough that every page of the batch stays cached.
                 cache_pages: 2 * PAGES,
                 threads,
-                hash_pages: true,
+                // As the sender runs it: its writer stage hashes the pages.
+                hash_pages: false,
                 pin_threads: true,
             },
         )

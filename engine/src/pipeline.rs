@@ -160,10 +160,11 @@ impl<W: Write + Send + 'static> Sender<W> {
     /// (Format A) until one calls [`Sender::enable_compression`].
     pub fn new(out: W, codec: Codec, opts: &SenderOptions) -> Result<Sender<W>, EngineError> {
         let guest_pages = opts.guest_pages.min(PFN_LIMIT);
+        // The writer stage hashes the pages for the digest.
         let batch = BatchCompressor::new(
             codec,
             &CompressOptions {
-                hash_pages: true,
+                hash_pages: false,
                 ..opts.compress.clone()
             },
         )?;
@@ -383,7 +384,7 @@ fn compress_stage(
             Work::Begin { seq } => Out::Begin { seq },
             Work::Batch {
                 entries,
-                mut ring,
+                ring,
                 compressed,
             } => {
                 if compressed && !ring.is_empty() {
@@ -391,11 +392,13 @@ fn compress_stage(
                     let t = Instant::now();
                     batch.compress(&ring, &mut chunk);
                     let compress = t.elapsed();
-                    ring.clear();
+                    // The writer hashes the staged pages for the digest,
+                    // alongside the compression of the next batch, then
+                    // gives the ring's segments back.
                     Out::Batch {
                         entries,
                         chunk: Some(Box::new(chunk)),
-                        ring: None,
+                        ring: Some(ring),
                         compress,
                     }
                 } else {
@@ -490,32 +493,35 @@ fn write_stage<W: Write>(
                         entries: entries.len() as u64,
                         ..Default::default()
                     };
-                    if let Some(ring) = ring {
-                        // Format A: one PFN batch, then its pages' data.
-                        write_pfn_batches(&mut w, entries)?;
-                        for (i, e) in ring.entries().iter().enumerate() {
-                            let page = ring.page(i);
-                            w.write_all(page)?;
-                            digest.add(e.pfn, page);
+                    write_pfn_batches(&mut w, entries)?;
+                    match (chunk, ring) {
+                        (Some(chunk), ring) => {
+                            w.write_all(&CHUNK_COMPRESSED_DATA.to_le_bytes())?;
+                            w.write_all(&(chunk.len() as u64).to_le_bytes())?;
+                            for piece in chunk.pieces() {
+                                w.write_all(piece)?;
+                            }
+                            if let Some(ring) = ring {
+                                for (i, e) in ring.entries().iter().enumerate() {
+                                    digest.add(e.pfn, ring.page(i));
+                                }
+                            }
+                            s.pages = chunk.pages() as u64;
+                            s.payload_bytes = chunk.len() as u64;
+                            s.counts = *chunk.counts();
                         }
-                        s.uncompressed = ring.len() as u64;
-                        s.pages = s.uncompressed;
-                        s.payload_bytes = (ring.len() * PAGE_SIZE) as u64;
-                    } else {
-                        write_pfn_batches(&mut w, entries)?;
-                    }
-                    if let Some(chunk) = chunk {
-                        w.write_all(&CHUNK_COMPRESSED_DATA.to_le_bytes())?;
-                        w.write_all(&(chunk.len() as u64).to_le_bytes())?;
-                        for piece in chunk.pieces() {
-                            w.write_all(piece)?;
+                        (None, Some(ring)) => {
+                            // Format A: the batch's pages' data follows it.
+                            for (i, e) in ring.entries().iter().enumerate() {
+                                let page = ring.page(i);
+                                w.write_all(page)?;
+                                digest.add(e.pfn, page);
+                            }
+                            s.uncompressed = ring.len() as u64;
+                            s.pages = s.uncompressed;
+                            s.payload_bytes = (ring.len() * PAGE_SIZE) as u64;
                         }
-                        for (&(pfn, _), &h) in chunk.entries().iter().zip(chunk.page_hashes()) {
-                            digest.add_hashed(pfn, h);
-                        }
-                        s.pages = chunk.pages() as u64;
-                        s.payload_bytes = chunk.len() as u64;
-                        s.counts = *chunk.counts();
+                        (None, None) => {}
                     }
                     s.input_bytes = s.pages * PAGE_SIZE as u64;
                     let mut sh = shared.lock().expect("sender state");

@@ -263,9 +263,18 @@ impl Recorder {
         v
     }
 
-    /// Runs of pages worth reading: present now, or recorded before.
-    fn runs(&mut self, pid: i32) -> Result<Vec<Run>, RecordError> {
-        let regions = writable_regions(pid)?;
+    /// Runs of pages worth reading: present now, or recorded before. A
+    /// shared mapping already taken from another process of this epoch
+    /// (same file, offset and length) is skipped whole.
+    fn runs(
+        &mut self,
+        pid: i32,
+        shared_seen: &mut std::collections::HashSet<(String, u64, u64, u64)>,
+    ) -> Result<Vec<Run>, RecordError> {
+        let mut regions = writable_regions(pid)?;
+        regions.retain(|r| {
+            !r.shared || shared_seen.insert((r.dev.clone(), r.inode, r.offset, r.end - r.start))
+        });
         let path = format!("/proc/{pid}/pagemap");
         let pagemap = File::open(&path).map_err(|e| proc_err(&path, e))?;
         let mut runs = Vec::new();
@@ -364,8 +373,9 @@ impl Recorder {
         let stop_wait = started.elapsed();
         let t_enum = Instant::now();
         let mut runs = Vec::new();
+        let mut shared_seen = std::collections::HashSet::new();
         for &p in pids {
-            match self.runs(p) {
+            match self.runs(p, &mut shared_seen) {
                 Ok(r) => runs.extend(r),
                 Err(_) if p != pids[0] => {} // a child that exited
                 Err(_) => return Ok(None),
