@@ -110,6 +110,7 @@ enum Work {
         enable_compression: bool,
         started: Instant,
     },
+    Sync(Tx<()>),
     Finish,
 }
 
@@ -129,6 +130,7 @@ enum Out {
         enable_compression: bool,
         started: Instant,
     },
+    Sync(Tx<()>),
     Finish,
 }
 
@@ -332,6 +334,15 @@ impl<W: Write + Send + 'static> Sender<W> {
         Ok(())
     }
 
+    /// Waits until everything sent so far has been compressed and written
+    /// (the pipeline is idle when this returns).
+    pub fn sync(&mut self) -> Result<(), EngineError> {
+        let (tx, rx) = bounded(1);
+        self.send(Work::Sync(tx))?;
+        rx.recv().map_err(|_| EngineError::Finished)?;
+        self.check_error()
+    }
+
     /// Latency histograms so far.
     pub fn latencies(&self) -> Latencies {
         self.shared.lock().expect("sender state").latencies.clone()
@@ -421,6 +432,7 @@ fn compress_stage(
                 enable_compression,
                 started,
             },
+            Work::Sync(tx) => Out::Sync(tx),
             Work::Finish => Out::Finish,
         };
         if tx.send(out).is_err() {
@@ -557,6 +569,7 @@ fn write_stage<W: Write>(
                     w.flush()?;
                     checkpoints = seq + 1;
                 }
+                Out::Sync(_) => {}
                 Out::Finish => {
                     w.write_all(&TAG_END)?;
                     w.write_all(&0u32.to_le_bytes())?;
@@ -589,6 +602,9 @@ fn write_stage<W: Write>(
             Out::Finish => {
                 shared.lock().expect("sender state").stats.output_bytes = w.written;
                 return if failed { None } else { Some(w.w) };
+            }
+            Out::Sync(tx) => {
+                let _ = tx.send(());
             }
             Out::Begin { .. } => {}
         }

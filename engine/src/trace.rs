@@ -298,6 +298,15 @@ impl<R: Read> TraceReader<R> {
                 return Err(damaged(e, "epoch count in the end record differs"));
             }
             self.pages = self.u64()?;
+            // Read through the end of the zstd frame so that its checksum
+            // is verified and a cut-off file is noticed.
+            let mut rest = Vec::new();
+            self.z
+                .read_to_end(&mut rest)
+                .map_err(|err| damaged(e, format!("end of trace cut short or corrupt ({err})")))?;
+            if !rest.is_empty() {
+                return Err(damaged(e, "data after the end record"));
+            }
             self.ended = true;
             return Ok(None);
         }

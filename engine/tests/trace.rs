@@ -1,0 +1,129 @@
+//! Trace files: exact round trip, and a clear error for damaged or foreign
+//! files.
+
+use ckpt_engine::page::PageType;
+use ckpt_engine::synth::{fill_page, mutate, Rng};
+use ckpt_engine::trace::{TraceError, TraceReader, TraceWriter};
+use ckpt_simd::{Codec, Page};
+
+fn sample() -> (Vec<u8>, Vec<Vec<(u64, Box<Page>)>>) {
+    let mut rng = Rng::new(11);
+    let mut memory: Vec<Box<Page>> = (0..40).map(|_| Box::new([0u8; 4096])).collect();
+    let mut w = TraceWriter::new(Vec::new(), r#"{"workload":"test"}"#, Codec::best()).unwrap();
+    let mut epochs = Vec::new();
+    for e in 0..6 {
+        let mut pages = Vec::new();
+        for pfn in (0..40u64).filter(|p| (p + e) % 3 != 0) {
+            let page = &mut memory[pfn as usize];
+            if e == 0 {
+                fill_page(&mut rng, page);
+            } else {
+                mutate(&mut rng, page, 0.05 * e as f64, e % 2 == 0);
+            }
+            pages.push((pfn, page.clone()));
+        }
+        let refs: Vec<(u64, PageType, &Page)> = pages
+            .iter()
+            .map(|(p, b)| (*p, PageType::Normal, &**b))
+            .collect();
+        w.epoch(&refs, 1000 + e, 25_000_000).unwrap();
+        epochs.push(pages);
+    }
+    (w.finish().unwrap(), epochs)
+}
+
+#[test]
+fn round_trip_is_exact() {
+    let (bytes, epochs) = sample();
+    let mut r = TraceReader::new(&bytes[..]).unwrap();
+    assert!(r.meta.contains("test"));
+    for (k, expected) in epochs.iter().enumerate() {
+        let e = r.next_epoch().unwrap().expect("an epoch");
+        assert_eq!(e.pause_ns, 1000 + k as u64);
+        assert_eq!(e.entries.len(), expected.len());
+        for (i, (pfn, page)) in expected.iter().enumerate() {
+            assert_eq!(e.entries[i].0, *pfn);
+            assert_eq!(e.new[i].0[..], page[..]);
+            assert_eq!(r.memory().get(*pfn).unwrap()[..], page[..]);
+        }
+    }
+    assert!(r.next_epoch().unwrap().is_none());
+    assert_eq!(r.pages, 40);
+}
+
+#[test]
+fn foreign_and_damaged_files_are_refused_clearly() {
+    let (bytes, _) = sample();
+    assert!(matches!(
+        TraceReader::new(&b"GIF89a.........."[..]).err().unwrap(),
+        TraceError::NotATrace(_)
+    ));
+    assert!(matches!(
+        TraceReader::new(&b"CKP"[..]).err().unwrap(),
+        TraceError::NotATrace(_)
+    ));
+    // Cut short: every cut past the header ends in a Damaged error, never a panic.
+    for cut in [20, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+        let result = (|| -> Result<(), TraceError> {
+            let mut r = TraceReader::new(&bytes[..cut])?;
+            while r.next_epoch()?.is_some() {}
+            Ok(())
+        })();
+        assert!(
+            matches!(result, Err(TraceError::Damaged { .. })),
+            "cut at {cut}: {result:?}"
+        );
+    }
+    // A flipped byte inside the compressed body: zstd's checksum or ours.
+    for at in [30, bytes.len() / 2, bytes.len() - 10] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x40;
+        let result = (|| -> Result<(), TraceError> {
+            let mut r = TraceReader::new(&bad[..])?;
+            while r.next_epoch()?.is_some() {}
+            Ok(())
+        })();
+        assert!(result.is_err(), "flip at {at} went unnoticed");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn records_a_live_process() {
+    use ckpt_engine::record::Recorder;
+    use std::time::Duration;
+    // A shell loop that keeps rewriting a variable: a few dirty pages.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "i=0; while [ $i -lt 100000000 ]; do i=$((i+1)); done"])
+        .spawn()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("ckpt-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sh.trace");
+    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
+    let mut rec = Recorder::new(writer, Codec::best(), 2);
+    let mut epochs = Vec::new();
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(20));
+        epochs.push(
+            rec.epoch(child.id() as i32, false, Duration::from_millis(20))
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    rec.finish().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        epochs[0].dirty_pages > 0,
+        "the initial image holds the shell's pages"
+    );
+    assert!(epochs.iter().all(|e| e.scanned_bytes > 0));
+    let mut r = TraceReader::open(&path).unwrap();
+    let mut n = 0;
+    while r.next_epoch().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
