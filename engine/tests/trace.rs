@@ -6,7 +6,10 @@ use ckpt_engine::synth::{fill_page, mutate, Rng};
 use ckpt_engine::trace::{TraceError, TraceReader, TraceWriter};
 use ckpt_simd::{Codec, Page};
 
-fn sample() -> (Vec<u8>, Vec<Vec<(u64, Box<Page>)>>) {
+/// Pages written per epoch: (pfn, content).
+type Epochs = Vec<Vec<(u64, Box<Page>)>>;
+
+fn sample() -> (Vec<u8>, Epochs) {
     let mut rng = Rng::new(11);
     let mut memory: Vec<Box<Page>> = (0..40).map(|_| Box::new([0u8; 4096])).collect();
     let mut w = TraceWriter::new(Vec::new(), r#"{"workload":"test"}"#, Codec::best()).unwrap();
