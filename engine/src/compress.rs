@@ -18,7 +18,7 @@ use crate::cache::{CacheIndex, DeltaCache, Lookup};
 use crate::page::{PageBuf, PageType, PFN_LIMIT};
 use crate::ring::StagingRing;
 use crate::EngineError;
-use ckpt_simd::{encode_full, Codec, Form, MAX_ENCODED_LEN};
+use ckpt_simd::{Codec, Form, MAX_ENCODED_LEN};
 use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -50,13 +50,24 @@ impl FormCounts {
     }
 }
 
+/// A piece of a chunk's payload: bytes of the chunk's buffer, or a staged
+/// page of the batch, written as it is (the data of a FULL encoding, which is
+/// never copied into the chunk).
+#[derive(Clone, Debug)]
+enum Piece {
+    Bytes(Range<usize>),
+    Staged(usize),
+}
+
 /// One compressed batch: the payload of a COMPRESSED_DATA chunk.
 ///
-/// The bytes sit in one buffer as pieces (one per parallel segment), to be
-/// written in order; [`Chunk::to_vec`] joins them.
+/// The payload is a list of pieces: encodings in one buffer (one run per
+/// parallel segment) and, for FULL pages, the staged pages themselves. It is
+/// read together with the batch it was compressed from
+/// ([`Chunk::pieces`], [`Chunk::to_vec`]).
 pub struct Chunk {
     buf: Vec<u8>,
-    pieces: Vec<Range<usize>>,
+    pieces: Vec<Piece>,
     entries: Vec<(u64, PageType)>,
     hashes: Vec<u64>,
     counts: FormCounts,
@@ -82,7 +93,13 @@ impl Chunk {
 
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
-        self.pieces.iter().map(|r| r.len()).sum()
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(r) => r.len(),
+                Piece::Staged(_) => ckpt_simd::PAGE_SIZE,
+            })
+            .sum()
     }
 
     /// True when the chunk carries no page.
@@ -95,15 +112,19 @@ impl Chunk {
         self.entries.len()
     }
 
-    /// The payload's pieces, in order.
-    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        self.pieces.iter().map(|r| &self.buf[r.clone()])
+    /// The payload's pieces, in order; FULL pages' data comes from `ring`,
+    /// the batch this chunk was compressed from.
+    pub fn pieces<'a>(&'a self, ring: &'a StagingRing) -> impl Iterator<Item = &'a [u8]> {
+        self.pieces.iter().map(move |p| match p {
+            Piece::Bytes(r) => &self.buf[r.clone()],
+            Piece::Staged(i) => &ring.page(*i)[..],
+        })
     }
 
     /// The payload as one vector.
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub fn to_vec(&self, ring: &StagingRing) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
-        self.pieces().for_each(|p| v.extend_from_slice(p));
+        self.pieces(ring).for_each(|p| v.extend_from_slice(p));
         v
     }
 
@@ -171,12 +192,15 @@ struct Work<'a> {
 /// What one encoded segment reports back.
 struct SegmentResult {
     first: usize,
-    len: usize,
+    pieces: Vec<Piece>,
     counts: FormCounts,
 }
 
 /// Encodes the pages `first..first + work.len()` of `ring` into `out` (room
-/// for `MAX_ENCODED_LEN` per page), hashing them into `hashes` if not empty.
+/// for `MAX_ENCODED_LEN` per page, at offset `first * MAX_ENCODED_LEN` of
+/// the chunk's buffer), hashing them into `hashes` if not empty. A FULL
+/// page contributes its marker to `out` and the staged page itself as a
+/// piece of its own.
 fn encode_segment(
     codec: Codec,
     ring: &StagingRing,
@@ -185,36 +209,45 @@ fn encode_segment(
     out: &mut [u8],
     hashes: &mut [u64],
 ) -> SegmentResult {
+    let base = first * MAX_ENCODED_LEN;
     let mut o = 0;
+    let mut start = 0;
+    let mut pieces = Vec::new();
     let mut counts = FormCounts::default();
     for (j, w) in work.iter_mut().enumerate() {
         let page = ring.page(first + j);
-        let dst = &mut out[o..];
-        let len = match (w.job, w.slot.as_deref_mut()) {
+        match (w.job, w.slot.as_deref_mut()) {
             (Job::Hit(_), Some(cached)) => {
-                let len = codec
+                let dst = &mut out[o..];
+                o += codec
                     .encode(page, &mut cached.0, dst)
                     .expect("a segment region holds MAX_ENCODED_LEN per page");
                 match Form::of_first_byte(dst[0]) {
                     Form::Empty => counts.empty += 1,
                     _ => counts.delta += 1,
                 }
-                len
             }
-            (Job::Miss(_), Some(cached)) => {
-                cached.0.copy_from_slice(page);
-                encode_full(page, dst).expect("region holds a FULL page")
+            (job, cached) => {
+                if let (Job::Miss(_), Some(cached)) = (job, cached) {
+                    cached.0.copy_from_slice(page);
+                }
+                out[o] = ckpt_simd::FULL_MARKER;
+                o += 1;
+                pieces.push(Piece::Bytes(base + start..base + o));
+                pieces.push(Piece::Staged(first + j));
+                start = o;
             }
-            _ => encode_full(page, dst).expect("region holds a FULL page"),
-        };
+        }
         if let Some(h) = hashes.get_mut(j) {
             *h = xxh3_64(page);
         }
-        o += len;
+    }
+    if o > start {
+        pieces.push(Piece::Bytes(base + start..base + o));
     }
     SegmentResult {
         first,
-        len: o,
+        pieces,
         counts,
     }
 }
@@ -339,8 +372,7 @@ impl BatchCompressor {
         let mut results = results.into_inner().expect("results");
         results.sort_unstable_by_key(|r| r.first);
         for r in results {
-            let at = r.first * MAX_ENCODED_LEN;
-            chunk.pieces.push(at..at + r.len);
+            chunk.pieces.extend(r.pieces);
             counts.empty += r.counts.empty;
             counts.delta += r.counts.delta;
         }
@@ -441,6 +473,32 @@ pub struct Compressor {
     batch: BatchCompressor,
     guest_pages: u64,
     chunk: Chunk,
+    /// The ring still holds the pages of the chunk handed out last.
+    clear_pending: bool,
+}
+
+/// A compressed batch as [`Compressor`] hands it out: the chunk and the
+/// staged pages its FULL encodings refer to.
+pub struct ChunkView<'a> {
+    chunk: &'a Chunk,
+    ring: &'a StagingRing,
+}
+
+impl ChunkView<'_> {
+    /// The chunk (entries, counts, length).
+    pub fn chunk(&self) -> &Chunk {
+        self.chunk
+    }
+
+    /// The payload as one vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunk.to_vec(self.ring)
+    }
+
+    /// The payload's pieces, in order.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunk.pieces(self.ring)
+    }
 }
 
 impl Compressor {
@@ -457,6 +515,7 @@ impl Compressor {
             batch: BatchCompressor::new(codec, opts)?,
             guest_pages: guest_pages.min(PFN_LIMIT),
             chunk: Chunk::new(),
+            clear_pending: false,
         })
     }
 
@@ -467,27 +526,40 @@ impl Compressor {
         pfn: u64,
         ty: PageType,
         page: &ckpt_simd::Page,
-    ) -> Result<Option<&Chunk>, EngineError> {
+    ) -> Result<Option<ChunkView<'_>>, EngineError> {
         check_pfn(pfn, self.guest_pages)?;
         if !ty.carries_data() {
             return Err(EngineError::NoPageData { pfn, ty });
         }
+        self.take_cleared();
         if self.ring.push(pfn, ty, page) {
-            self.batch.compress(&self.ring, &mut self.chunk);
-            self.ring.clear();
-            return Ok(Some(&self.chunk));
+            return Ok(Some(self.compress_staged()));
         }
         Ok(None)
     }
 
     /// Compresses whatever is still staged; `None` when nothing is.
-    pub fn finish(&mut self) -> Option<&Chunk> {
+    pub fn finish(&mut self) -> Option<ChunkView<'_>> {
+        self.take_cleared();
         if self.ring.is_empty() {
             return None;
         }
+        Some(self.compress_staged())
+    }
+
+    fn take_cleared(&mut self) {
+        if std::mem::take(&mut self.clear_pending) {
+            self.ring.clear();
+        }
+    }
+
+    fn compress_staged(&mut self) -> ChunkView<'_> {
         self.batch.compress(&self.ring, &mut self.chunk);
-        self.ring.clear();
-        Some(&self.chunk)
+        self.clear_pending = true;
+        ChunkView {
+            chunk: &self.chunk,
+            ring: &self.ring,
+        }
     }
 
     /// The batch compressor (cache, kernel, threads).

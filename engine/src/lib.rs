@@ -20,7 +20,7 @@ pub mod stream;
 pub mod synth;
 pub mod trace;
 
-pub use compress::{BatchCompressor, Chunk, CompressOptions, Compressor, FormCounts};
+pub use compress::{BatchCompressor, Chunk, ChunkView, CompressOptions, Compressor, FormCounts};
 pub use page::{PageBuf, PageType};
 
 use thiserror::Error;

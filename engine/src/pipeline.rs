@@ -510,13 +510,12 @@ fn write_stage<W: Write>(
                         (Some(chunk), ring) => {
                             w.write_all(&CHUNK_COMPRESSED_DATA.to_le_bytes())?;
                             w.write_all(&(chunk.len() as u64).to_le_bytes())?;
-                            for piece in chunk.pieces() {
+                            let ring = ring.as_ref().expect("a chunk travels with its batch");
+                            for piece in chunk.pieces(ring) {
                                 w.write_all(piece)?;
                             }
-                            if let Some(ring) = ring {
-                                for (i, e) in ring.entries().iter().enumerate() {
-                                    digest.add(e.pfn, ring.page(i));
-                                }
+                            for (i, e) in ring.entries().iter().enumerate() {
+                                digest.add(e.pfn, ring.page(i));
                             }
                             s.pages = chunk.pages() as u64;
                             s.payload_bytes = chunk.len() as u64;
