@@ -312,6 +312,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let reps = reps.max(3);
             eprintln!("measuring compression with 1 and 2 threads");
             let (c1, c2) = pipeline_bench::compress_ms(codec, reps)?;
+            let (f1, f2) = pipeline_bench::floor_scaling_ms(codec, reps);
             eprintln!("measuring staging against memcpy");
             let (stage, copy) = pipeline_bench::staging_vs_memcpy(reps);
             eprintln!("measuring peak memory (child processes)");
@@ -344,6 +345,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 compress_1_thread_ms: c1,
                 compress_2_threads_ms: c2,
                 speedup: c1 / c2,
+                floor_speedup: f1 / f2,
                 stage_ms: stage,
                 memcpy_ms: copy,
                 stage_ratio: stage / copy,
@@ -368,6 +370,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "compress 8196 pages: 1 thread {:.2} ms, 2 threads {:.2} ms, speedup {:.2}x (goal >= 1.8x)",
                     c1, c2, f.speedup
+                );
+                println!(
+                    "memory floor over the same batch: 1 thread {f1:.2} ms, 2 threads {f2:.2} ms, speedup {:.2}x",
+                    f.floor_speedup
                 );
                 println!(
                     "stage 8196 pages: {:.2} ms, memcpy {:.2} ms, ratio {:.2} (goal <= 1.1)",

@@ -78,11 +78,32 @@ pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64)> {
             times[k].push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    if std::env::var_os("CKPT_SAMPLES").is_some() {
-        eprintln!("1 thread: {:.1?}\n2 threads: {:.1?}", times[0], times[1]);
-    }
     let [one, two] = times;
     Ok((median(one), median(two)))
+}
+
+/// Median times (ms) of the memory floor over the same batch (both versions
+/// of every page read, nothing else) on 1 and on 2 threads: how much two
+/// cores can read at once on this machine.
+pub fn floor_scaling_ms(codec: Codec, reps: usize) -> (f64, f64) {
+    let (a, b) = two_versions(PAGES, 0xB17);
+    let read = |range: std::ops::Range<usize>| {
+        range.fold(0u64, |acc, i| acc ^ codec.read_floor(a.page(i), b.page(i)))
+    };
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let t = Instant::now();
+        std::hint::black_box(read(0..PAGES));
+        one.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            let h = s.spawn(|| read(0..PAGES / 2));
+            std::hint::black_box(read(PAGES / 2..PAGES));
+            std::hint::black_box(h.join().unwrap_or(0));
+        });
+        two.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (median(one), median(two))
 }
 
 /// Median times (ms) of staging 8196 pages and of a plain memcpy of them.
@@ -265,6 +286,8 @@ pub struct PipelineFigures {
     pub compress_2_threads_ms: f64,
     /// compress_1 / compress_2.
     pub speedup: f64,
+    /// The floor over the same batch with 1 thread / with 2 threads.
+    pub floor_speedup: f64,
     /// Median staging time of 8196 pages (ms).
     pub stage_ms: f64,
     /// Median memcpy of the same pages (ms).
