@@ -13,7 +13,7 @@
 //! fixed-size copies, which become vector moves) with those features.
 
 use crate::{
-    check_copy_available, read_marker, DecodeError, EncodeError, Page, EMPTY_MARKER, FULL_MARKER,
+    check_copy_available, head, read_marker, DecodeError, EncodeError, Head, Page, EMPTY_MARKER,
     MAX_DELTA_LEN, MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
 };
 use core::ptr;
@@ -391,19 +391,13 @@ pub(crate) unsafe fn encode<I: Isa>(
 /// The decoder (same contract as [`crate::scalar::decode`]).
 #[inline(always)]
 pub(crate) fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
-    let first = *input.first().ok_or(DecodeError::Empty)?;
-    match first {
-        EMPTY_MARKER => Ok(1),
-        FULL_MARKER => {
-            let data = input
-                .get(1..1 + PAGE_SIZE)
-                .ok_or(DecodeError::TruncatedFull {
-                    available: input.len() - 1,
-                })?;
+    match head(input)? {
+        Head::Empty => Ok(1),
+        Head::Full(data) => {
             page.copy_from_slice(data);
             Ok(1 + PAGE_SIZE)
         }
-        _ => {
+        Head::Delta => {
             let mut at = 0;
             let mut covered = 0;
             while covered < WORDS_PER_PAGE {

@@ -96,18 +96,10 @@ pub fn encode_full(page: &Page, out: &mut [u8]) -> Result<usize, EncodeError> {
 /// Returns its form and its length in bytes. Accepts exactly what the decoders
 /// accept, so a chunk can be validated whole before any page is written.
 pub fn validate(input: &[u8]) -> Result<(Form, usize), DecodeError> {
-    let first = *input.first().ok_or(DecodeError::Empty)?;
-    match first {
-        EMPTY_MARKER => Ok((Form::Empty, 1)),
-        FULL_MARKER => {
-            if input.len() < FULL_ENCODED_LEN {
-                return Err(DecodeError::TruncatedFull {
-                    available: input.len() - 1,
-                });
-            }
-            Ok((Form::Full, FULL_ENCODED_LEN))
-        }
-        _ => {
+    match head(input)? {
+        Head::Empty => Ok((Form::Empty, 1)),
+        Head::Full(_) => Ok((Form::Full, FULL_ENCODED_LEN)),
+        Head::Delta => {
             let mut at = 0usize;
             let mut covered = 0usize;
             while covered < WORDS_PER_PAGE {
@@ -122,6 +114,31 @@ pub fn validate(input: &[u8]) -> Result<(Form, usize), DecodeError> {
             }
             Ok((Form::Delta, at))
         }
+    }
+}
+
+/// What the first byte of a page encoding says, with a FULL page's data
+/// checked present.
+pub(crate) enum Head<'a> {
+    Empty,
+    Full(&'a [u8]),
+    Delta,
+}
+
+/// Reads the first byte of the page encoding at the start of `input`.
+#[inline(always)]
+pub(crate) fn head(input: &[u8]) -> Result<Head<'_>, DecodeError> {
+    match *input.first().ok_or(DecodeError::Empty)? {
+        EMPTY_MARKER => Ok(Head::Empty),
+        FULL_MARKER => {
+            input
+                .get(1..1 + PAGE_SIZE)
+                .map(Head::Full)
+                .ok_or(DecodeError::TruncatedFull {
+                    available: input.len() - 1,
+                })
+        }
+        _ => Ok(Head::Delta),
     }
 }
 

@@ -2,7 +2,7 @@
 //! as possible. Every other kernel is tested against these two functions.
 
 use crate::{
-    check_copy_available, read_marker, DecodeError, EncodeError, Page, EMPTY_MARKER, FULL_MARKER,
+    check_copy_available, head, read_marker, DecodeError, EncodeError, Head, Page, EMPTY_MARKER,
     MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
 };
 
@@ -56,19 +56,13 @@ pub fn encode(new: &Page, reference: &mut Page, out: &mut [u8]) -> Result<usize,
 /// Applies the page encoding at the start of `input` to `page` and returns
 /// the input bytes it used.
 pub fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
-    let first = *input.first().ok_or(DecodeError::Empty)?;
-    match first {
-        EMPTY_MARKER => Ok(1),
-        FULL_MARKER => {
-            let data = input
-                .get(1..1 + PAGE_SIZE)
-                .ok_or(DecodeError::TruncatedFull {
-                    available: input.len() - 1,
-                })?;
+    match head(input)? {
+        Head::Empty => Ok(1),
+        Head::Full(data) => {
             page.copy_from_slice(data);
             Ok(1 + PAGE_SIZE)
         }
-        _ => {
+        Head::Delta => {
             let mut at = 0;
             let mut covered = 0;
             while covered < WORDS_PER_PAGE {
