@@ -7,6 +7,7 @@ use ckpt_engine::memory::{GuestMemory, ImageFile, SparseMemory};
 use ckpt_engine::pipeline::{SendStats, Sender, SenderOptions};
 use ckpt_engine::receiver::{CheckpointInfo, Event, Receiver};
 use ckpt_engine::synth::Scenario;
+use ckpt_engine::trace::TraceReader;
 use ckpt_simd::Codec;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,6 +23,42 @@ pub fn compress_builtin(out: &Path, codec: Codec, opts: &SenderOptions) -> Resul
     let mut sender = Sender::new(file, codec, &opts)?;
     for cp in Scenario::new(GUEST_PAGES, 0xDE70, &SEQUENCE) {
         send_checkpoint(&mut sender, &cp)?;
+    }
+    let (mut file, stats, _) = sender.finish()?;
+    file.flush()?;
+    Ok(stats)
+}
+
+/// Compresses a recorded trace into a stream file: the first epoch (the
+/// initial image) uncompressed with ENABLE_COMPRESSION, the rest compressed.
+pub fn compress_trace(
+    trace: &Path,
+    out: &Path,
+    codec: Codec,
+    opts: &SenderOptions,
+) -> Result<SendStats> {
+    let terr =
+        |e: ckpt_engine::trace::TraceError| Error::Other(format!("{}: {e}", trace.display()));
+    // The guest size for the stream header: one past the highest PFN.
+    let mut reader = TraceReader::open(trace).map_err(terr)?;
+    while reader.next_epoch().map_err(terr)?.is_some() {}
+    let opts = SenderOptions {
+        guest_pages: reader.pages.max(1),
+        ..opts.clone()
+    };
+    let file = BufWriter::with_capacity(1 << 20, File::create(out)?);
+    let mut sender = Sender::new(file, codec, &opts)?;
+    let mut reader = TraceReader::open(trace).map_err(terr)?;
+    let mut first = true;
+    while let Some(epoch) = reader.next_epoch().map_err(terr)? {
+        sender.begin_checkpoint()?;
+        for (i, &(pfn, ty)) in epoch.entries.iter().enumerate() {
+            sender.page(pfn, ty, Some(&epoch.new[i].0))?;
+        }
+        if std::mem::take(&mut first) {
+            sender.enable_compression()?;
+        }
+        sender.end_checkpoint()?;
     }
     let (mut file, stats, _) = sender.finish()?;
     file.flush()?;

@@ -205,10 +205,10 @@ pub enum ReceiveError {
         field: &'static str,
     },
     /// The pages would not reproduce the sender's checkpoint.
-    #[error(
-        "checkpoint {seq}: digest mismatch (sender {expected:032x}, received {computed:032x})"
-    )]
+    #[error("checkpoint {seq} (trailer at offset {offset}): digest mismatch, the pages would not reproduce the sender's (sender {expected:032x}, received {computed:032x})")]
     DigestMismatch {
+        /// Offset of the trailer.
+        offset: u64,
         /// Checkpoint.
         seq: u64,
         /// The trailer's digest.
@@ -380,6 +380,8 @@ impl<R: Read> Counting<R> {
 struct PageRef {
     pfn: u64,
     at: usize,
+    /// Offset of the page's data or encoding in the stream.
+    offset: u64,
     /// `None` for Format A raw data (4096 bytes, no marker).
     form: Option<Form>,
 }
@@ -537,7 +539,7 @@ impl<R: Read> Receiver<R> {
         }
         let (mut info, enable_next) = result?;
         let (offset, trailer) = self.trailer.take().expect("read_body sets the trailer");
-        self.verify(seq, &trailer, memory)?;
+        self.verify(seq, offset, &trailer, memory)?;
         observe(&Event::Trailer { offset, trailer });
         self.apply(memory, &mut info)?;
         info.frame_bytes = self.r.pos - start;
@@ -602,11 +604,13 @@ impl<R: Read> Receiver<R> {
                         for k in self.data_pfns.len() - data as usize..self.data_pfns.len() {
                             self.reserve(offset, PAGE_SIZE as u64)?;
                             let at = self.payload.len();
+                            let page_offset = self.r.pos;
                             self.r
                                 .append(&mut self.payload, PAGE_SIZE as u64, "page data")?;
                             self.pages.push(PageRef {
                                 pfn: self.data_pfns[k],
                                 at,
+                                offset: page_offset,
                                 form: None,
                             });
                         }
@@ -655,6 +659,7 @@ impl<R: Read> Receiver<R> {
                         self.pages.push(PageRef {
                             pfn: self.data_pfns[page as usize],
                             at,
+                            offset: page_at,
                             form: Some(form),
                         });
                         at += used;
@@ -761,6 +766,7 @@ impl<R: Read> Receiver<R> {
     fn verify(
         &mut self,
         seq: u64,
+        offset: u64,
         trailer: &Trailer,
         memory: &dyn GuestMemory,
     ) -> Result<(), ReceiveError> {
@@ -779,7 +785,7 @@ impl<R: Read> Receiver<R> {
                     self.codec
                         .decode(&self.payload[p.at..], &mut self.scratch)
                         .map_err(|source| ReceiveError::BadPage {
-                            offset: 0,
+                            offset: p.offset,
                             page: i as u64,
                             source,
                         })?;
@@ -791,6 +797,7 @@ impl<R: Read> Receiver<R> {
         let computed = digest.finish();
         if computed != trailer.digest {
             return Err(ReceiveError::DigestMismatch {
+                offset,
                 seq,
                 expected: trailer.digest,
                 computed,
@@ -826,7 +833,7 @@ impl<R: Read> Receiver<R> {
                     self.codec
                         .decode(&self.payload[p.at..], memory.page_mut(p.pfn))
                         .map_err(|source| ReceiveError::BadPage {
-                            offset: 0,
+                            offset: p.offset,
                             page: i as u64,
                             source,
                         })?;
