@@ -48,7 +48,6 @@ fn traces(c: &mut Criterion) {
                     compress: CompressOptions {
                         cache_pages: 8192,
                         threads: 1,
-                        hash_pages: false,
                         pin_threads: true,
                     },
                     ring_pages: 8196,

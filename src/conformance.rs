@@ -67,7 +67,6 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
     let opts = CompressOptions {
         cache_pages: ORIGINAL_CACHE_PAGES,
         threads,
-        hash_pages: false,
         pin_threads: true,
     };
     let mut compressor =

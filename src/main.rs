@@ -180,7 +180,6 @@ fn sender_options(config: &Config, tuning: &Tuning, guest_pages: u64) -> SenderO
         compress: CompressOptions {
             cache_pages: config.engine.cache_pages,
             threads: tuning.threads.unwrap_or_else(|| config.threads()).max(1),
-            hash_pages: true,
             pin_threads: config.engine.pin_threads,
         },
         ring_pages: config.engine.ring_pages,

@@ -58,8 +58,6 @@ pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64)> {
                 // Large enough that every page of the batch stays cached.
                 cache_pages: 2 * PAGES,
                 threads,
-                // As the sender runs it: its writer stage hashes the pages.
-                hash_pages: false,
                 pin_threads: true,
             },
         )
@@ -175,7 +173,6 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64> {
         compress: CompressOptions {
             cache_pages: 8192,
             threads,
-            hash_pages: true,
             pin_threads: true,
         },
         ring_pages: PAGES,

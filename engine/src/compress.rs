@@ -5,10 +5,13 @@
 //! pass in send order that decides every cache hit, miss and slot, then runs
 //! the page kernels, in parallel when it has more than one thread. Because
 //! every decision is made before any kernel runs, the bytes are the same for
-//! any thread count. A slot used twice in one batch (a PFN sent twice, or a
-//! batch larger than the cache) starts a new *wave*; waves run one after
-//! another, so a page is never encoded against a copy that a later page of
-//! the batch is still writing.
+//! any thread count. The pass hands each decided segment to the pool at once
+//! and goes on deciding. A slot used twice in one batch (a PFN sent twice, or
+//! a batch larger than the cache) waits until everything decided before it
+//! is encoded, so a page is never encoded against a copy that an earlier page
+//! of the batch is still writing. FULL pages are never copied into the
+//! chunk: the chunk refers to the staged page, which the writer sends as it
+//! is.
 //!
 //! [`Compressor`] is the sender-facing API in a Remus sender's natural order:
 //! [`Compressor::stage`] while the guest is paused, [`Compressor::finish`]
@@ -20,7 +23,6 @@ use crate::ring::StagingRing;
 use crate::EngineError;
 use ckpt_simd::{Codec, Form, MAX_ENCODED_LEN};
 use std::ops::Range;
-use xxhash_rust::xxh3::xxh3_64;
 
 /// Per-form page counts of a chunk or checkpoint.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,7 +71,6 @@ pub struct Chunk {
     buf: Vec<u8>,
     pieces: Vec<Piece>,
     entries: Vec<(u64, PageType)>,
-    hashes: Vec<u64>,
     counts: FormCounts,
 }
 
@@ -86,7 +87,6 @@ impl Chunk {
             buf: Vec::new(),
             pieces: Vec::new(),
             entries: Vec::new(),
-            hashes: Vec::new(),
             counts: FormCounts::default(),
         }
     }
@@ -133,12 +133,6 @@ impl Chunk {
         &self.entries
     }
 
-    /// XXH3-64 of each page's new content, in send order (empty when the
-    /// compressor does not hash).
-    pub fn page_hashes(&self) -> &[u64] {
-        &self.hashes
-    }
-
     /// How the pages were sent.
     pub fn counts(&self) -> &FormCounts {
         &self.counts
@@ -169,8 +163,6 @@ pub struct CompressOptions {
     pub cache_pages: usize,
     /// Worker threads for the page kernels (1: no parallelism).
     pub threads: usize,
-    /// Hash every page for the checkpoint digest.
-    pub hash_pages: bool,
     /// Pin each worker thread to its own core.
     pub pin_threads: bool,
 }
@@ -181,7 +173,6 @@ pub struct BatchCompressor {
     codec: Codec,
     pool: Option<rayon::ThreadPool>,
     threads: usize,
-    hash_pages: bool,
 }
 
 struct Work<'a> {
@@ -198,7 +189,7 @@ struct SegmentResult {
 
 /// Encodes the pages `first..first + work.len()` of `ring` into `out` (room
 /// for `MAX_ENCODED_LEN` per page, at offset `first * MAX_ENCODED_LEN` of
-/// the chunk's buffer), hashing them into `hashes` if not empty. A FULL
+/// the chunk's buffer). A FULL
 /// page contributes its marker to `out` and the staged page itself as a
 /// piece of its own.
 fn encode_segment(
@@ -207,7 +198,6 @@ fn encode_segment(
     first: usize,
     work: &mut [Work<'_>],
     out: &mut [u8],
-    hashes: &mut [u64],
 ) -> SegmentResult {
     let base = first * MAX_ENCODED_LEN;
     let mut o = 0;
@@ -237,9 +227,6 @@ fn encode_segment(
                 pieces.push(Piece::Staged(first + j));
                 start = o;
             }
-        }
-        if let Some(h) = hashes.get_mut(j) {
-            *h = xxh3_64(page);
         }
     }
     if o > start {
@@ -285,7 +272,6 @@ impl BatchCompressor {
             codec,
             pool,
             threads,
-            hash_pages: opts.hash_pages,
         })
     }
 
@@ -316,16 +302,12 @@ impl BatchCompressor {
         let entries = ring.entries();
         let n = entries.len();
         chunk.pieces.clear();
-        chunk.hashes.clear();
         chunk.entries.clear();
         chunk.entries.extend(entries.iter().map(|e| (e.pfn, e.ty)));
         chunk.counts = FormCounts::default();
         let need = n * MAX_ENCODED_LEN;
         if chunk.buf.len() < need {
             chunk.buf = vec![0u8; need.max(ring.capacity() * MAX_ENCODED_LEN)];
-        }
-        if self.hash_pages {
-            chunk.hashes.resize(n, 0);
         }
         let (index, arena) = self.cache.split_mut();
         // Staging-time drops of the batch's raw pages, before any decision.
@@ -337,16 +319,13 @@ impl BatchCompressor {
             None => n.max(1),
         };
         let codec = self.codec;
-        let hash_pages = self.hash_pages;
         let mut d = Decider {
             entries,
             next: 0,
             carried: None,
             counts: FormCounts::default(),
             out_rest: &mut chunk.buf[..need],
-            hash_rest: &mut chunk.hashes[..],
             seg,
-            hash_pages,
         };
         let results = std::sync::Mutex::new(Vec::<SegmentResult>::new());
         while !d.done() {
@@ -354,16 +333,16 @@ impl BatchCompressor {
             let mut slots: Vec<Option<&mut PageBuf>> = arena.iter_mut().map(Some).collect();
             match &self.pool {
                 Some(pool) => pool.scope(|scope| {
-                    d.decide(index, &mut slots, |first, mut work, out, hashes| {
+                    d.decide(index, &mut slots, |first, mut work, out| {
                         let results = &results;
                         scope.spawn(move |_| {
-                            let r = encode_segment(codec, ring, first, &mut work, out, hashes);
+                            let r = encode_segment(codec, ring, first, &mut work, out);
                             results.lock().expect("results").push(r);
                         });
                     })
                 }),
-                None => d.decide(index, &mut slots, |first, mut work, out, hashes| {
-                    let r = encode_segment(codec, ring, first, &mut work, out, hashes);
+                None => d.decide(index, &mut slots, |first, mut work, out| {
+                    let r = encode_segment(codec, ring, first, &mut work, out);
                     results.lock().expect("results").push(r);
                 }),
             }
@@ -388,9 +367,7 @@ struct Decider<'e, 'b> {
     carried: Option<Job>,
     counts: FormCounts,
     out_rest: &'b mut [u8],
-    hash_rest: &'b mut [u64],
     seg: usize,
-    hash_pages: bool,
 }
 
 impl<'b> Decider<'_, 'b> {
@@ -404,7 +381,7 @@ impl<'b> Decider<'_, 'b> {
         &mut self,
         index: &mut CacheIndex,
         slots: &mut [Option<&'s mut PageBuf>],
-        mut emit: impl FnMut(usize, Vec<Work<'s>>, &'s mut [u8], &'s mut [u64]),
+        mut emit: impl FnMut(usize, Vec<Work<'s>>, &'s mut [u8]),
     ) where
         'b: 's,
     {
@@ -454,10 +431,7 @@ impl<'b> Decider<'_, 'b> {
                 let (out, rest) =
                     std::mem::take(&mut self.out_rest).split_at_mut(work.len() * MAX_ENCODED_LEN);
                 self.out_rest = rest;
-                let h = if self.hash_pages { work.len() } else { 0 };
-                let (hashes, rest) = std::mem::take(&mut self.hash_rest).split_at_mut(h);
-                self.hash_rest = rest;
-                emit(first, work, out, hashes);
+                emit(first, work, out);
             }
             if conflict || self.done() {
                 return;

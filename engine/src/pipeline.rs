@@ -163,13 +163,7 @@ impl<W: Write + Send + 'static> Sender<W> {
     pub fn new(out: W, codec: Codec, opts: &SenderOptions) -> Result<Sender<W>, EngineError> {
         let guest_pages = opts.guest_pages.min(PFN_LIMIT);
         // The writer stage hashes the pages for the digest.
-        let batch = BatchCompressor::new(
-            codec,
-            &CompressOptions {
-                hash_pages: false,
-                ..opts.compress.clone()
-            },
-        )?;
+        let batch = BatchCompressor::new(codec, &opts.compress)?;
         let pool = SegmentPool::new(opts.ring_pages);
         let staging = StagingRing::with_pool(opts.ring_pages, pool);
         let shared = Arc::new(Mutex::new(Shared {

@@ -218,7 +218,7 @@ impl Found {
     }
 }
 
-const BATCH_PAGES: usize = 256;
+const BATCH_PAGES: usize = 64;
 
 impl Recorder {
     /// A recorder writing to `writer`, comparing with `codec`'s kernel.

@@ -269,7 +269,6 @@ pub struct SyntheticCheckpoint {
 pub struct Scenario {
     guest: SyntheticGuest,
     sizes: std::vec::IntoIter<usize>,
-
     first: bool,
     rng: Rng,
 }

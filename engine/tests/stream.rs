@@ -22,7 +22,6 @@ fn send(threads: usize, ring: usize, cache: usize) -> (Vec<u8>, Expected) {
         compress: CompressOptions {
             cache_pages: cache,
             threads,
-            hash_pages: true,
             pin_threads: true,
         },
         ring_pages: ring,
