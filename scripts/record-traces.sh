@@ -2,7 +2,7 @@
 # Re-records the bundled traces in traces/ on a fresh Debian machine: installs
 # the workloads from Debian's packages, starts their servers on loopback (or a
 # Unix socket), runs the load, records the target with `ckpt record`, and
-# stops everything. Run as root (the recorder stops and reads other
+# stops everything. ONLY="redis gcc" re-records a subset. Run as root (the recorder stops and reads other
 # processes). EPOCHS sets the epochs of the
 # redis and PostgreSQL traces (default 40; gcc gets a third, python a sixth).
 set -euo pipefail
@@ -30,6 +30,10 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p traces
 
+ONLY=${ONLY:-redis postgres gcc python}
+want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
+
+if want redis; then
 echo "== redis-server under redis-benchmark"
 redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
 redis=$!; pids+=("$redis")
@@ -39,7 +43,9 @@ redis-benchmark -h 127.0.0.1 -p 6390 -q -t set,get,incr,lpush,hset -n 50000000 -
 pids+=("$!")
 sleep 1
 "$ckpt" record -o traces/redis.trace --pid "$redis" --epochs "$EPOCHS" --name "redis-server under redis-benchmark (set,get,incr,lpush,hset; 300k keys)"
+fi
 
+if want postgres; then
 echo "== PostgreSQL under pgbench"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 mkdir -p "$work/pg" "$work/sock"; chown postgres "$work" "$work/pg" "$work/sock"
@@ -52,16 +58,21 @@ pids+=("$!")
 sleep 2
 postmaster=$(head -n 1 "$work/pg/postmaster.pid")
 "$ckpt" record -o traces/postgres.trace --pid "$postmaster" --children --epochs "$EPOCHS" --name "PostgreSQL 15 under pgbench (TPC-B-like, scale 4, 4 clients), postmaster and backends"
+fi
 
+if want gcc; then
 echo "== gcc -O2 on a generated translation unit"
-python3 scripts/workloads/gen_c.py 1500 > "$work/big.c"
-"$ckpt" record -o traces/gcc.trace --children --epochs "$((EPOCHS / 3))" --name "gcc -O2 compiling a generated 1500-function C file (driver and cc1)" \
+python3 scripts/workloads/gen_c.py 1000 > "$work/big.c"
+"$ckpt" record -o traces/gcc.trace --children --epochs "$((EPOCHS / 3))" --name "gcc -O2 compiling a generated 1000-function C file (driver and cc1)" \
   -- gcc -O2 -c "$work/big.c" -o "$work/big.o"
+fi
 
+if want python; then
 echo "== CPython walking a large object heap"
-python3 scripts/workloads/interp.py 1500000 600 > "$work/py.out" &
+python3 scripts/workloads/interp.py 700000 600 > "$work/py.out" &
 py=$!; pids+=("$py")
 until grep -q "heap built" "$work/py.out"; do sleep 0.2; done
-"$ckpt" record -o traces/python.trace --pid "$py" --epochs "$((EPOCHS / 6))" --name "CPython 3 walking and updating 1.5M objects (interpreter-heavy)"
+"$ckpt" record -o traces/python.trace --pid "$py" --epochs "$((EPOCHS / 6))" --name "CPython 3 walking and updating 700k objects (interpreter-heavy)"
+fi
 
 ls -la traces/
