@@ -95,6 +95,15 @@ pub struct SendStats {
     pub compress_time: Duration,
 }
 
+/// What closes a checkpoint's body, passed unchanged from the caller through
+/// the compression stage to the writer.
+struct CheckpointEnd {
+    seq: u64,
+    foreign: Vec<ForeignChunk>,
+    enable_compression: bool,
+    started: Instant,
+}
+
 enum Work {
     Begin {
         seq: u64,
@@ -104,12 +113,7 @@ enum Work {
         ring: StagingRing,
         compressed: bool,
     },
-    End {
-        seq: u64,
-        foreign: Vec<ForeignChunk>,
-        enable_compression: bool,
-        started: Instant,
-    },
+    End(CheckpointEnd),
     Sync(Tx<()>),
     Finish,
 }
@@ -124,12 +128,7 @@ enum Out {
         ring: Option<StagingRing>,
         compress: Duration,
     },
-    End {
-        seq: u64,
-        foreign: Vec<ForeignChunk>,
-        enable_compression: bool,
-        started: Instant,
-    },
+    End(CheckpointEnd),
     Sync(Tx<()>),
     Finish,
 }
@@ -310,12 +309,12 @@ impl<W: Write + Send + 'static> Sender<W> {
         }
         let enable = std::mem::take(&mut self.enable_pending);
         let foreign = std::mem::take(&mut self.foreign);
-        self.send(Work::End {
+        self.send(Work::End(CheckpointEnd {
             seq: self.seq,
             foreign,
             enable_compression: enable,
             started,
-        })?;
+        }))?;
         let stage = started.elapsed();
         record(
             &mut self.shared.lock().expect("sender state").latencies.stage,
@@ -415,17 +414,7 @@ fn compress_stage(
                     }
                 }
             }
-            Work::End {
-                seq,
-                foreign,
-                enable_compression,
-                started,
-            } => Out::End {
-                seq,
-                foreign,
-                enable_compression,
-                started,
-            },
+            Work::End(end) => Out::End(end),
             Work::Sync(tx) => Out::Sync(tx),
             Work::Finish => Out::Finish,
         };
@@ -539,12 +528,12 @@ fn write_stage<W: Write>(
                     st.counts.add(&s.counts);
                     st.compress_time += *compress;
                 }
-                Out::End {
+                Out::End(CheckpointEnd {
                     seq,
                     foreign,
                     enable_compression,
                     ..
-                } => {
+                }) => {
                     for f in foreign {
                         write_chunk_type(&mut w, f.id)?;
                         w.write_all(&f.payload)?;
@@ -584,7 +573,7 @@ fn write_stage<W: Write>(
                 }
                 drop(ring);
             }
-            Out::End { started, .. } => {
+            Out::End(CheckpointEnd { started, .. }) => {
                 let mut sh = shared.lock().expect("sender state");
                 sh.stats.checkpoints += 1;
                 sh.stats.output_bytes = w.written;
