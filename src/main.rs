@@ -559,6 +559,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.encode_gbps, r.encode_vs_floor, r.floor_gbps, r.decode_gbps, r.pages_per_s
                 );
                 println!(
+                    "  floor over contiguous copies of the same pages {:.2} GB/s (encode {:.2}x that)",
+                    r.floor_copies_gbps,
+                    r.encode_gbps / r.floor_copies_gbps
+                );
+                println!(
                     "  dirty pages per checkpoint p50 {} p99 {}; {:.1}% of words changed in re-dirtied pages, {:.0} runs per page",
                     r.dirty_pages_p50,
                     r.dirty_pages_p99,

@@ -118,6 +118,11 @@ impl DeltaCache {
         self.index.lookup(pfn)
     }
 
+    /// The cached copy of `pfn`, if any (does not change its recency).
+    pub fn peek(&self, pfn: u64) -> Option<&PageBuf> {
+        self.index.lru.peek(&pfn).map(|&slot| &self.arena[slot as usize])
+    }
+
     /// The page copy in `slot`.
     pub fn slot(&self, slot: u32) -> &PageBuf {
         &self.arena[slot as usize]

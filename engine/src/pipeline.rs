@@ -115,8 +115,12 @@ enum Work {
     },
     End(CheckpointEnd),
     Sync(Tx<()>),
+    Inspect(Inspection),
     Finish,
 }
+
+/// A function run on the compress thread with the compressor at rest.
+type Inspection = Box<dyn FnOnce(&BatchCompressor) + Send>;
 
 enum Out {
     Begin {
@@ -336,6 +340,23 @@ impl<W: Write + Send + 'static> Sender<W> {
         self.check_error()
     }
 
+    /// Waits until the pipeline is idle, then runs `f` on the compress
+    /// thread with read access to the compressor (its delta cache, its
+    /// codec) and returns what it returns. Benchmarks use it to read pages
+    /// where, and on the core where, the compressor reads them.
+    pub fn inspect<R, F>(&mut self, f: F) -> Result<R, EngineError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&BatchCompressor) -> R + Send + 'static,
+    {
+        self.sync()?;
+        let (tx, rx) = bounded(1);
+        self.send(Work::Inspect(Box::new(move |batch| {
+            let _ = tx.send(f(batch));
+        })))?;
+        rx.recv().map_err(|_| EngineError::Finished)
+    }
+
     /// Latency histograms so far.
     pub fn latencies(&self) -> Latencies {
         self.shared.lock().expect("sender state").latencies.clone()
@@ -385,6 +406,10 @@ fn compress_stage(
 ) {
     for work in rx {
         let out = match work {
+            Work::Inspect(f) => {
+                f(&batch);
+                continue;
+            }
             Work::Begin { seq } => Out::Begin { seq },
             Work::Batch {
                 entries,
