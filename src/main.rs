@@ -488,10 +488,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     / n
             };
             println!(
-                "mean pause split: stop {:.2} ms, enumerate {:.2} ms, read+compare {:.2} ms",
+                "mean pause split: stop {:.2} ms, enumerate {:.2} ms, read+compare {:.2} ms \
+                 (of which {:.2} ms of scan-thread time inside process_vm_readv)",
                 avg(|e| e.stop_wait),
                 avg(|e| e.enumerate),
-                avg(|e| e.compare)
+                avg(|e| e.compare),
+                avg(|e| e.read_calls)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -120,7 +120,10 @@ impl DeltaCache {
 
     /// The cached copy of `pfn`, if any (does not change its recency).
     pub fn peek(&self, pfn: u64) -> Option<&PageBuf> {
-        self.index.lru.peek(&pfn).map(|&slot| &self.arena[slot as usize])
+        self.index
+            .lru
+            .peek(&pfn)
+            .map(|&slot| &self.arena[slot as usize])
     }
 
     /// The page copy in `slot`.

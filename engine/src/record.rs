@@ -8,14 +8,16 @@
 //! compared with the copy recorded last time, and is resumed with SIGCONT.
 //! This kernel has no soft-dirty bits, so pages are compared by content:
 //! `/proc/PID/pagemap` skips pages that were never faulted in, the rest is
-//! read with large batched `process_vm_readv` calls on two threads and
-//! compared with the page kernels. Pages of shared mappings are keyed by
+//! read with large batched `process_vm_readv` calls on two threads, and
+//! each page's keyed 128-bit fingerprint (the SIMD kernels') is compared
+//! with the one of the copy recorded last, so the pause reads only the
+//! target's memory, never the recorder's copies. Pages of shared mappings are keyed by
 //! their file and offset, so memory shared by several processes is recorded
 //! once. Changed pages are written to the trace after the target resumes.
 
 use crate::page::PageType;
-use crate::trace::{PageStore, TraceError, TraceWriter};
-use ckpt_simd::{Codec, Page, PAGE_SIZE};
+use crate::trace::{TraceError, TraceWriter};
+use ckpt_simd::{Codec, FingerprintKey, Page, PAGE_SIZE};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
@@ -71,6 +73,9 @@ pub struct EpochStats {
     pub enumerate: Duration,
     /// Part spent reading and comparing pages.
     pub compare: Duration,
+    /// Of that, the scan threads' time inside `process_vm_readv`, summed
+    /// over threads.
+    pub read_calls: Duration,
 }
 
 /// A writable mapping of one process.
@@ -172,6 +177,21 @@ fn stopped(pid: i32) -> bool {
     })
 }
 
+/// A stretch of one writable mapping, the unit the scan threads share.
+struct Piece {
+    pid: i32,
+    pagemap: std::sync::Arc<File>,
+    /// Address of the piece's first page.
+    start: u64,
+    /// PFNs of the whole mapping; the piece is `first..first + len`.
+    pfns: std::sync::Arc<[u32]>,
+    first: usize,
+    len: usize,
+}
+
+/// Pages per [`Piece`]: one `process_vm_readv` batch at most.
+const PIECE_PAGES: usize = BATCH_PAGES;
+
 /// Where a page's bytes are: one run of pages of one process.
 struct Run {
     pid: i32,
@@ -183,6 +203,12 @@ struct Run {
 pub struct Recorder {
     writer: TraceWriter<BufWriter<File>>,
     codec: Codec,
+    /// Fingerprint of every page as last recorded, by PFN (a page never
+    /// recorded counts as zero): the scan compares these, not the copies,
+    /// so it reads only the target's memory.
+    prints: Vec<u128>,
+    key: FingerprintKey,
+    zero_print: u128,
     keys: HashMap<(u8, u64, u64, u64), u32>,
     region_pfns: HashMap<(i32, Region), std::sync::Arc<[u32]>>,
     seen: Vec<bool>,
@@ -192,40 +218,58 @@ pub struct Recorder {
     found: Vec<Found>,
 }
 
-/// Changed pages one scan thread found. Pages are read straight into
-/// `pages` and the changed ones compacted in place; `pages` keeps its
-/// high-water length across epochs, `len` is what this epoch found.
+/// Changed pages one scan thread found. Pages are read into `scratch`,
+/// which stays in the core's cache, and only the changed ones are copied
+/// to `pages`, which keeps its high-water length across epochs (`len` is
+/// what this epoch found), so its memory is not faulted in anew.
 #[derive(Default)]
 struct Found {
     pfns: Vec<u32>,
+    prints: Vec<u128>,
     pages: Vec<crate::page::PageBuf>,
     len: usize,
+    scratch: Vec<crate::page::PageBuf>,
+    /// Time spent inside `process_vm_readv` this epoch.
+    read: Duration,
+    /// Pages read this epoch.
+    scanned: u64,
 }
 
 impl Found {
     fn clear(&mut self) {
         self.pfns.clear();
+        self.prints.clear();
         self.len = 0;
+        self.read = Duration::ZERO;
+        self.scanned = 0;
     }
 
-    /// Room for `n` more pages past what was found, to read into.
-    fn room(&mut self, n: usize) -> &mut [crate::page::PageBuf] {
-        if self.pages.len() < self.len + n {
-            self.pages
-                .resize(self.len + n, crate::page::PageBuf([0; PAGE_SIZE]));
+    /// Keeps `scratch[i]` as a changed page.
+    fn keep(&mut self, i: usize, pfn: u32, print: u128) {
+        if self.pages.len() == self.len {
+            self.pages.push(self.scratch[i]);
+        } else {
+            self.pages[self.len] = self.scratch[i];
         }
-        &mut self.pages[self.len..self.len + n]
+        self.len += 1;
+        self.pfns.push(pfn);
+        self.prints.push(print);
     }
 }
 
-const BATCH_PAGES: usize = 64;
+const BATCH_PAGES: usize = 256;
 
 impl Recorder {
     /// A recorder writing to `writer`, comparing with `codec`'s kernel.
     pub fn new(writer: TraceWriter<BufWriter<File>>, codec: Codec, threads: usize) -> Recorder {
+        let key = FingerprintKey::random();
+        let zero_print = codec.fingerprint(&ZERO, &key);
         Recorder {
             writer,
             codec,
+            prints: Vec::new(),
+            key,
+            zero_print,
             keys: HashMap::new(),
             region_pfns: HashMap::new(),
             seen: Vec::new(),
@@ -263,54 +307,36 @@ impl Recorder {
         v
     }
 
-    /// Runs of pages worth reading: present now, or recorded before. A
-    /// shared mapping already taken from another process of this epoch
-    /// (same file, offset and length) is skipped whole.
-    fn runs(
+    /// The writable mappings of `pid` as pieces of at most [`PIECE_PAGES`]
+    /// pages, for the scan threads to share. A shared mapping already taken
+    /// from another process of this epoch (same file, offset and length) is
+    /// skipped whole.
+    fn pieces(
         &mut self,
         pid: i32,
         shared_seen: &mut std::collections::HashSet<(String, u64, u64, u64)>,
-    ) -> Result<Vec<Run>, RecordError> {
+        out: &mut Vec<Piece>,
+    ) -> Result<(), RecordError> {
         let mut regions = writable_regions(pid)?;
         regions.retain(|r| {
             !r.shared || shared_seen.insert((r.dev.clone(), r.inode, r.offset, r.end - r.start))
         });
         let path = format!("/proc/{pid}/pagemap");
-        let pagemap = File::open(&path).map_err(|e| proc_err(&path, e))?;
-        let mut runs = Vec::new();
-        let mut raw = Vec::new();
+        let pagemap = std::sync::Arc::new(File::open(&path).map_err(|e| proc_err(&path, e))?);
         for r in &regions {
             let pfns = self.pfns(pid, r);
-            let n = pfns.len();
-            raw.resize(n * 8, 0);
-            if pagemap
-                .read_exact_at(&mut raw, r.start / PAGE_SIZE as u64 * 8)
-                .is_err()
-            {
-                continue;
+            for first in (0..pfns.len()).step_by(PIECE_PAGES) {
+                out.push(Piece {
+                    pid,
+                    pagemap: pagemap.clone(),
+                    start: r.start + (first * PAGE_SIZE) as u64,
+                    pfns: pfns.clone(),
+                    first,
+                    len: PIECE_PAGES.min(pfns.len() - first),
+                });
             }
-            let mut cur: Option<Run> = None;
-            for (i, &pfn) in pfns.iter().enumerate() {
-                let present =
-                    u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap()) >> 63 == 1;
-                let wanted = present || self.seen.get(pfn as usize).copied().unwrap_or(false);
-                let addr = r.start + (i * PAGE_SIZE) as u64;
-                match (&mut cur, wanted) {
-                    (Some(run), true) if run.pfns.len() < BATCH_PAGES => run.pfns.push(pfn),
-                    (_, true) => {
-                        runs.extend(cur.take());
-                        cur = Some(Run {
-                            pid,
-                            addr,
-                            pfns: vec![pfn],
-                        });
-                    }
-                    (_, false) => runs.extend(cur.take()),
-                }
-            }
-            runs.extend(cur);
         }
-        Ok(runs)
+        Ok(())
     }
 
     /// One epoch: stop, scan, resume, write. Returns `None` once the target
@@ -350,6 +376,9 @@ impl Recorder {
             .map(|(&pfn, p)| (pfn as u64, PageType::Normal, &p.0))
             .collect();
         pages.sort_unstable_by_key(|p| p.0);
+        // Two processes mapping overlapping (not identical) stretches of a
+        // shared file read the same page twice, at the same cut.
+        pages.dedup_by_key(|p| p.0);
         self.writer
             .epoch(&pages, pause.as_nanos() as u64, run.as_nanos() as u64)?;
         for &(pfn, _, _) in &pages {
@@ -357,6 +386,14 @@ impl Recorder {
                 self.seen.resize(pfn as usize + 1, false);
             }
             self.seen[pfn as usize] = true;
+        }
+        for f in &self.found {
+            for (&pfn, &print) in f.pfns.iter().zip(&f.prints) {
+                if self.prints.len() <= pfn as usize {
+                    self.prints.resize(pfn as usize + 1, self.zero_print);
+                }
+                self.prints[pfn as usize] = print;
+            }
         }
         Ok(Some(stats))
     }
@@ -372,57 +409,51 @@ impl Recorder {
         }
         let stop_wait = started.elapsed();
         let t_enum = Instant::now();
-        let mut runs = Vec::new();
+        let mut pieces = Vec::new();
         let mut shared_seen = std::collections::HashSet::new();
         for &p in pids {
-            match self.runs(p, &mut shared_seen) {
-                Ok(r) => runs.extend(r),
+            match self.pieces(p, &mut shared_seen, &mut pieces) {
+                Ok(()) => {}
                 Err(_) if p != pids[0] => {} // a child that exited
                 Err(_) => return Ok(None),
             }
         }
-        // Shared pages appear once per process mapping them: scan each once.
-        if pids.len() > 1 {
-            let mut taken = std::collections::HashSet::new();
-            for r in runs.iter_mut() {
-                r.pfns.retain(|&pfn| taken.insert(pfn));
-            }
-            runs.retain(|r| !r.pfns.is_empty());
-        }
-        let total: usize = runs.iter().map(|r| r.pfns.len()).sum();
-        let per_thread = total.div_ceil(self.threads).max(1);
-        let mut parts: Vec<Vec<&Run>> = vec![Vec::new()];
-        let mut count = 0;
-        for r in &runs {
-            if count >= per_thread {
-                parts.push(Vec::new());
-                count = 0;
-            }
-            count += r.pfns.len();
-            parts.last_mut().unwrap().push(r);
-        }
         let enumerate = t_enum.elapsed();
         let t_cmp = Instant::now();
-        let shadow = self.writer.reference();
-        let codec = self.codec;
-        if self.found.len() < parts.len() {
-            self.found.resize_with(parts.len(), Found::default);
+        let prints = Prints {
+            known: &self.prints,
+            zero: self.zero_print,
+            key: &self.key,
+            codec: self.codec,
+        };
+        let seen = &self.seen[..];
+        let threads = self.threads.min(pieces.len()).max(1);
+        if self.found.len() < threads {
+            self.found.resize_with(threads, Found::default);
         }
         self.found.iter_mut().for_each(Found::clear);
+        // Pieces are dealt out in turn, so that every thread gets a share of
+        // each large mapping; each thread reads its pieces' page maps itself.
+        let pieces = &pieces;
         std::thread::scope(|s| {
-            for (part, found) in parts.iter().zip(self.found.iter_mut()) {
-                s.spawn(move || scan_part(part, shadow, codec, found));
+            for (t, found) in self.found.iter_mut().take(threads).enumerate() {
+                s.spawn(move || {
+                    let mine = pieces.iter().skip(t).step_by(threads);
+                    scan_pieces(mine, seen, prints, found)
+                });
             }
         });
+        let total: u64 = self.found.iter().map(|f| f.scanned).sum();
         let dirty = self.found.iter().map(|f| f.pfns.len() as u64).sum();
         Ok(Some(EpochStats {
             pause: Duration::ZERO,
-            scanned_bytes: (total * PAGE_SIZE) as u64,
+            scanned_bytes: total * PAGE_SIZE as u64,
             dirty_pages: dirty,
             processes: pids.len(),
             stop_wait,
             enumerate,
             compare: t_cmp.elapsed(),
+            read_calls: self.found.iter().map(|f| f.read).sum(),
         }))
     }
 
@@ -438,32 +469,80 @@ static ZERO: Page = [0u8; PAGE_SIZE];
 /// Most remote ranges in one `process_vm_readv` call (the kernel's IOV_MAX).
 const MAX_IOV: usize = 1024;
 
-/// Reads runs of pages, many runs per system call, and keeps in `found`
-/// those that differ from the shadow (a page never recorded counts as zero).
-fn scan_part(runs: &[&Run], shadow: &PageStore, codec: Codec, found: &mut Found) {
-    let mut batch: Vec<&Run> = Vec::with_capacity(MAX_IOV);
-    let mut pages = 0;
-    for &run in runs {
-        if !batch.is_empty()
-            && (pages + run.pfns.len() > BATCH_PAGES
-                || batch.len() == MAX_IOV
-                || batch[0].pid != run.pid)
+/// What the scan compares with: the fingerprints of the pages as last
+/// recorded.
+#[derive(Clone, Copy)]
+struct Prints<'a> {
+    known: &'a [u128],
+    zero: u128,
+    key: &'a FingerprintKey,
+    codec: Codec,
+}
+
+/// Reads the page map of each piece, then its pages worth reading (present
+/// now, or recorded before) in runs, many runs per system call, and keeps
+/// in `found` those whose fingerprint differs from the one last recorded (a
+/// page never recorded counts as zero).
+fn scan_pieces<'a>(
+    pieces: impl Iterator<Item = &'a Piece>,
+    seen: &[bool],
+    prints: Prints<'_>,
+    found: &mut Found,
+) {
+    let mut raw = vec![0u8; PIECE_PAGES * 8];
+    let mut runs: Vec<Run> = Vec::new();
+    for piece in pieces {
+        let raw = &mut raw[..piece.len * 8];
+        if piece
+            .pagemap
+            .read_exact_at(raw, piece.start / PAGE_SIZE as u64 * 8)
+            .is_err()
         {
-            read_batch(&batch, shadow, codec, found);
-            batch.clear();
-            pages = 0;
+            continue;
         }
-        batch.push(run);
-        pages += run.pfns.len();
+        runs.clear();
+        let mut cur: Option<Run> = None;
+        let pfns = &piece.pfns[piece.first..piece.first + piece.len];
+        for (i, &pfn) in pfns.iter().enumerate() {
+            let entry = u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap());
+            let wanted = entry >> 63 == 1 || seen.get(pfn as usize).copied().unwrap_or(false);
+            let addr = piece.start + (i * PAGE_SIZE) as u64;
+            match (&mut cur, wanted) {
+                (Some(run), true) => run.pfns.push(pfn),
+                (_, true) => {
+                    runs.extend(cur.take());
+                    cur = Some(Run {
+                        pid: piece.pid,
+                        addr,
+                        pfns: vec![pfn],
+                    });
+                }
+                (_, false) => runs.extend(cur.take()),
+            }
+        }
+        runs.extend(cur);
+        found.scanned += runs.iter().map(|r| r.pfns.len() as u64).sum::<u64>();
+        let mut batch: Vec<&Run> = Vec::with_capacity(MAX_IOV);
+        let mut pages = 0;
+        for run in &runs {
+            if !batch.is_empty() && (pages + run.pfns.len() > BATCH_PAGES || batch.len() == MAX_IOV)
+            {
+                read_batch(&batch, prints, found);
+                batch.clear();
+                pages = 0;
+            }
+            batch.push(run);
+            pages += run.pfns.len();
+        }
+        read_batch(&batch, prints, found);
     }
-    read_batch(&batch, shadow, codec, found);
 }
 
 /// One `process_vm_readv` for a batch of runs of one process, straight
 /// into `found`, then the comparison, keeping changed pages in place. A
 /// range that went away mid-read ends the call early; the runs after it
 /// are read one by one.
-fn read_batch(batch: &[&Run], shadow: &PageStore, codec: Codec, found: &mut Found) {
+fn read_batch(batch: &[&Run], prints: Prints<'_>, found: &mut Found) {
     let Some(first) = batch.first() else { return };
     let remote: Vec<RemoteIoVec> = batch
         .iter()
@@ -473,27 +552,32 @@ fn read_batch(batch: &[&Run], shadow: &PageStore, codec: Codec, found: &mut Foun
         })
         .collect();
     let total: usize = batch.iter().map(|r| r.pfns.len()).sum();
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(found.room(total));
+    if found.scratch.len() < total {
+        found
+            .scratch
+            .resize(total, crate::page::PageBuf([0; PAGE_SIZE]));
+    }
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut found.scratch[..total]);
+    let t = Instant::now();
     let got = process_vm_readv(
         Pid::from_raw(first.pid),
         &mut [IoSliceMut::new(bytes)],
         &remote,
     )
     .map_or(0, |n| n / PAGE_SIZE);
-    let base = found.len;
-    let mut kept = 0;
+    found.read += t.elapsed();
     let pfns = batch.iter().flat_map(|r| r.pfns.iter().copied());
     for (i, pfn) in pfns.enumerate().take(got) {
-        let old = shadow.get(pfn as u64).unwrap_or(&ZERO);
-        if !codec.pages_equal(&found.pages[base + i].0, old) {
-            if kept != i {
-                found.pages[base + kept] = found.pages[base + i];
-            }
-            found.pfns.push(pfn);
-            kept += 1;
+        let print = prints.codec.fingerprint(&found.scratch[i].0, prints.key);
+        let old = prints
+            .known
+            .get(pfn as usize)
+            .copied()
+            .unwrap_or(prints.zero);
+        if print != old {
+            found.keep(i, pfn, print);
         }
     }
-    found.len += kept;
     if got < total && batch.len() > 1 {
         let mut skip = got;
         for r in batch {
@@ -503,7 +587,7 @@ fn read_batch(batch: &[&Run], shadow: &PageStore, codec: Codec, found: &mut Foun
                 continue;
             }
             skip = 0;
-            read_batch(&[*r], shadow, codec, found);
+            read_batch(&[*r], prints, found);
         }
     }
 }

@@ -130,3 +130,45 @@ fn records_a_live_process() {
     assert_eq!(n, 4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_sleeping_process_has_almost_no_dirty_pages_after_its_image() {
+    use ckpt_engine::record::Recorder;
+    use std::time::Duration;
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    // Let it reach its sleep: its memory is then still.
+    std::thread::sleep(Duration::from_millis(200));
+    let dir = std::env::temp_dir().join(format!("ckpt-rec-still-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sleep.trace");
+    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
+    let mut rec = Recorder::new(writer, Codec::best(), 2);
+    let mut epochs = Vec::new();
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(10));
+        epochs.push(
+            rec.epoch(child.id() as i32, false, Duration::from_millis(10))
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    rec.finish().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(epochs[0].dirty_pages > 0);
+    for e in &epochs[1..] {
+        // Each stop and resume interrupts the sleep, and the kernel writes
+        // the time left to the sleeper's stack: that page, nothing else.
+        assert!(e.dirty_pages <= 2, "{} pages recorded", e.dirty_pages);
+        assert_eq!(e.scanned_bytes, epochs[1].scanned_bytes);
+    }
+    // The trace's image holds exactly the pages the first epoch found.
+    let mut r = TraceReader::open(&path).unwrap();
+    let first = r.next_epoch().unwrap().unwrap();
+    assert_eq!(first.entries.len() as u64, epochs[0].dirty_pages);
+    let _ = std::fs::remove_dir_all(&dir);
+}

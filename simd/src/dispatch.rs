@@ -2,7 +2,7 @@
 //! [`Kernel::is_available`]; a [`Codec`] value is proof that its kernel runs
 //! on this CPU, so calling it needs no further check.
 
-use crate::{scalar, DecodeError, EncodeError, Page};
+use crate::{scalar, DecodeError, EncodeError, FingerprintKey, Page};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -111,6 +111,7 @@ type EncodeFn = unsafe fn(&Page, &mut Page, &mut [u8]) -> Result<usize, EncodeEr
 type DecodeFn = unsafe fn(&[u8], &mut Page) -> Result<usize, DecodeError>;
 type EqualFn = unsafe fn(&Page, &Page) -> bool;
 type FloorFn = unsafe fn(&Page, &Page) -> u64;
+type FingerprintFn = unsafe fn(&Page, &FingerprintKey) -> u128;
 
 /// A page codec bound to one kernel that this CPU supports.
 #[derive(Clone, Copy)]
@@ -120,6 +121,7 @@ pub struct Codec {
     decode: DecodeFn,
     equal: EqualFn,
     floor: FloorFn,
+    fingerprint: FingerprintFn,
 }
 
 impl fmt::Debug for Codec {
@@ -160,6 +162,7 @@ impl Codec {
                     decode: m::decode,
                     equal: m::pages_equal,
                     floor: m::read_floor,
+                    fingerprint: m::fingerprint,
                 }
             }};
         }
@@ -170,6 +173,7 @@ impl Codec {
                 decode: scalar::decode,
                 equal: scalar_equal,
                 floor: scalar_floor,
+                fingerprint: crate::fingerprint::fingerprint_scalar,
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Sse2 => table!(crate::x86_64::sse2),
@@ -222,6 +226,15 @@ impl Codec {
     pub fn pages_equal(&self, a: &Page, b: &Page) -> bool {
         // SAFETY: as in `encode`.
         unsafe { (self.equal)(a, b) }
+    }
+
+    /// The page's fingerprint under `key` (see [`FingerprintKey`]): equal
+    /// for equal pages, equal for different pages with a chance of at most
+    /// 2^-64. The same for every kernel.
+    #[inline]
+    pub fn fingerprint(&self, page: &Page, key: &FingerprintKey) -> u128 {
+        // SAFETY: as in `encode`.
+        unsafe { (self.fingerprint)(page, key) }
     }
 
     /// Reads both pages fully and does nothing else: the memory floor that

@@ -22,6 +22,7 @@
 
 mod dispatch;
 mod error;
+mod fingerprint;
 mod generic;
 pub mod scalar;
 
@@ -32,6 +33,7 @@ mod x86_64;
 
 pub use dispatch::{Codec, Kernel, KernelUnavailable, UnknownKernel};
 pub use error::{DecodeError, EncodeError};
+pub use fingerprint::FingerprintKey;
 
 /// Bytes in a guest page.
 pub const PAGE_SIZE: usize = 4096;

@@ -31,3 +31,4 @@ impl Isa for Neon {
 }
 
 entry_points!(Neon, "neon");
+crate::fingerprint::generic_fingerprint!("neon");

@@ -22,3 +22,34 @@ impl Isa for Avx2 {
 }
 
 entry_points!(Avx2, "avx2");
+
+/// Page fingerprint (see `crate::fingerprint`): eight 32x32->64 products
+/// per 256-bit step, two keys.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn fingerprint(page: &crate::Page, key: &crate::FingerprintKey) -> u128 {
+    let (p, k) = (page.as_ptr(), key.words().as_ptr());
+    // SAFETY: every load reads 32 bytes at offset 32 * i < 4096 of the page
+    // and 8 words at word 8 * i (+ 2) <= 1024 + 2 - 8 of the key (1026
+    // words); loadu has no alignment requirement; the caller guarantees AVX2.
+    unsafe {
+        let (mut a, mut b) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for i in 0..crate::PAGE_SIZE / 32 {
+            let m = _mm256_loadu_si256(p.add(32 * i) as *const __m256i);
+            let k0 = _mm256_loadu_si256(k.add(8 * i) as *const __m256i);
+            let k2 = _mm256_loadu_si256(k.add(8 * i + 2) as *const __m256i);
+            let s = _mm256_add_epi32(m, k0);
+            let t = _mm256_add_epi32(m, k2);
+            a = _mm256_add_epi64(a, _mm256_mul_epu32(s, _mm256_srli_epi64::<32>(s)));
+            b = _mm256_add_epi64(b, _mm256_mul_epu32(t, _mm256_srli_epi64::<32>(t)));
+        }
+        let mut la = [0u64; 4];
+        let mut lb = [0u64; 4];
+        _mm256_storeu_si256(la.as_mut_ptr() as *mut __m256i, a);
+        _mm256_storeu_si256(lb.as_mut_ptr() as *mut __m256i, b);
+        let fold = |v: [u64; 4]| v.iter().fold(0u64, |s, &x| s.wrapping_add(x));
+        (fold(la) as u128) << 64 | fold(lb) as u128
+    }
+}

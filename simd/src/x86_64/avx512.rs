@@ -19,3 +19,31 @@ impl Isa for Avx512 {
 }
 
 entry_points!(Avx512, "avx512f,avx512bw");
+
+/// Page fingerprint (see `crate::fingerprint`): sixteen 32x32->64
+/// products per 64-byte block, two keys.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn fingerprint(page: &crate::Page, key: &crate::FingerprintKey) -> u128 {
+    let (p, k) = (page.as_ptr(), key.words().as_ptr());
+    // SAFETY: every load reads 64 bytes at offset 64 * i < 4096 of the page
+    // and 16 words at word 16 * i (+ 2) <= 1024 + 2 - 16 of the key (1026
+    // words); loadu has no alignment requirement; the caller guarantees
+    // AVX-512F.
+    unsafe {
+        let (mut a, mut b) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for i in 0..crate::PAGE_SIZE / 64 {
+            let m = _mm512_loadu_si512(p.add(64 * i) as *const __m512i);
+            let k0 = _mm512_loadu_si512(k.add(16 * i) as *const __m512i);
+            let k2 = _mm512_loadu_si512(k.add(16 * i + 2) as *const __m512i);
+            let s = _mm512_add_epi32(m, k0);
+            let t = _mm512_add_epi32(m, k2);
+            a = _mm512_add_epi64(a, _mm512_mul_epu32(s, _mm512_srli_epi64::<32>(s)));
+            b = _mm512_add_epi64(b, _mm512_mul_epu32(t, _mm512_srli_epi64::<32>(t)));
+        }
+        (_mm512_reduce_add_epi64(a) as u64 as u128) << 64
+            | _mm512_reduce_add_epi64(b) as u64 as u128
+    }
+}

@@ -23,3 +23,4 @@ impl Isa for Sse2 {
 }
 
 entry_points!(Sse2, "sse2");
+crate::fingerprint::generic_fingerprint!("sse2");

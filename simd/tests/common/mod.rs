@@ -197,8 +197,29 @@ pub fn check_case(codec: &Codec, name: &str, reference: &Page, new: &Page) -> Ve
 pub fn check_kernel(codec: &Codec) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let cases = cases();
+    let scalar = Codec::new(ckpt_simd::Kernel::Scalar).expect("scalar");
+    let key = ckpt_simd::FingerprintKey::from_seed(0x5EED);
     for (name, r, n) in &cases {
         failures.extend(check_case(codec, name, r, n));
+        for (which, page) in [("reference", r), ("new", n)] {
+            let (got, want) = (
+                codec.fingerprint(page, &key),
+                scalar.fingerprint(page, &key),
+            );
+            if got != want {
+                failures.push(format!(
+                    "{name}: fingerprint of {which} {got:#x}, scalar {want:#x}"
+                ));
+            }
+        }
+        let (fr, fnew) = (codec.fingerprint(r, &key), codec.fingerprint(n, &key));
+        if (r[..] == n[..]) != (fr == fnew) {
+            failures.push(format!(
+                "{name}: pages equal {}, fingerprints equal {}",
+                r[..] == n[..],
+                fr == fnew
+            ));
+        }
     }
     (cases.len(), failures)
 }
