@@ -43,6 +43,9 @@ redis-benchmark -h 127.0.0.1 -p 6390 -q -t set,get,incr,lpush,hset -n 50000000 -
 pids+=("$!")
 sleep 1
 "$ckpt" record -o traces/redis.trace --pid "$redis" --epochs "$EPOCHS" --name "redis-server under redis-benchmark (set,get,incr,lpush,hset; 300k keys)"
+# Stop this workload and its load before the next one is recorded: on two
+# cores anything left running takes time from the recorder.
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
 fi
 
 if want postgres; then
@@ -58,12 +61,14 @@ pids+=("$!")
 sleep 2
 postmaster=$(head -n 1 "$work/pg/postmaster.pid")
 "$ckpt" record -o traces/postgres.trace --pid "$postmaster" --children --epochs "$EPOCHS" --name "PostgreSQL 15 under pgbench (TPC-B-like, scale 4, 4 clients), postmaster and backends"
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null 2>&1 || true
 fi
 
 if want gcc; then
 echo "== gcc -O2 on a generated translation unit"
-python3 scripts/workloads/gen_c.py 1000 > "$work/big.c"
-"$ckpt" record -o traces/gcc.trace --children --epochs "$((EPOCHS / 3))" --name "gcc -O2 compiling a generated 1000-function C file (driver and cc1)" \
+python3 scripts/workloads/gen_c.py 600 > "$work/big.c"
+"$ckpt" record -o traces/gcc.trace --children --epochs "$((EPOCHS / 3))" --name "gcc -O2 compiling a generated 600-function C file (driver and cc1)" \
   -- gcc -O2 -c "$work/big.c" -o "$work/big.o"
 fi
 

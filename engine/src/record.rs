@@ -220,13 +220,15 @@ pub struct Recorder {
 
 /// Changed pages one scan thread found. Pages are read into `scratch`,
 /// which stays in the core's cache, and only the changed ones are copied
-/// to `pages`, which keeps its high-water length across epochs (`len` is
-/// what this epoch found), so its memory is not faulted in anew.
+/// to `pages`: blocks of [`BLOCK_PAGES`] pages that never move once
+/// allocated, kept across epochs (`len` is what this epoch found) and
+/// grown, faulted in, between pauses ([`Found::reserve`]), so that a pause
+/// neither copies an arena to grow it nor faults its memory in.
 #[derive(Default)]
 struct Found {
     pfns: Vec<u32>,
     prints: Vec<u128>,
-    pages: Vec<crate::page::PageBuf>,
+    pages: Vec<Box<[crate::page::PageBuf]>>,
     len: usize,
     scratch: Vec<crate::page::PageBuf>,
     /// Time spent inside `process_vm_readv` this epoch.
@@ -246,18 +248,39 @@ impl Found {
 
     /// Keeps `scratch[i]` as a changed page.
     fn keep(&mut self, i: usize, pfn: u32, print: u128) {
-        if self.pages.len() == self.len {
-            self.pages.push(self.scratch[i]);
-        } else {
-            self.pages[self.len] = self.scratch[i];
+        let (block, at) = (self.len / BLOCK_PAGES, self.len % BLOCK_PAGES);
+        if block == self.pages.len() {
+            self.pages.push(crate::page::PageBuf::arena(BLOCK_PAGES));
         }
+        self.pages[block][at] = self.scratch[i];
         self.len += 1;
         self.pfns.push(pfn);
         self.prints.push(print);
     }
+
+    /// The `k`th page found this epoch.
+    fn page(&self, k: usize) -> &Page {
+        &self.pages[k / BLOCK_PAGES][k % BLOCK_PAGES].0
+    }
+
+    /// Makes room, faulted in, for half as many pages again as this epoch
+    /// found (and at least one block), so the next pause rarely allocates.
+    fn reserve(&mut self) {
+        let want = (self.len + self.len / 2).div_ceil(BLOCK_PAGES).max(1);
+        while self.pages.len() < want {
+            let mut block = crate::page::PageBuf::arena(BLOCK_PAGES);
+            for page in block.iter_mut() {
+                page.0[0] = 1; // fault each page in now, not in a pause
+            }
+            self.pages.push(block);
+        }
+    }
 }
 
 const BATCH_PAGES: usize = 256;
+
+/// Pages per block of a [`Found`] arena.
+const BLOCK_PAGES: usize = 256;
 
 impl Recorder {
     /// A recorder writing to `writer`, comparing with `codec`'s kernel.
@@ -283,27 +306,33 @@ impl Recorder {
         *self.keys.entry(key).or_insert(next)
     }
 
-    /// PFNs of every page of a region, stable across epochs.
+    /// PFNs of every page of a region (at least; the list may run past its
+    /// end), stable across epochs. The list is kept per mapping start, so
+    /// a heap that grows only gets PFNs for its new pages.
     fn pfns(&mut self, pid: i32, r: &Region) -> std::sync::Arc<[u32]> {
-        if let Some(v) = self.region_pfns.get(&(pid, r.clone())) {
-            return v.clone();
+        let key = (pid, Region { end: r.start, ..r.clone() });
+        let pages = ((r.end - r.start) / PAGE_SIZE as u64) as usize;
+        let known = match self.region_pfns.get(&key) {
+            Some(v) if v.len() >= pages => return v.clone(),
+            Some(v) => v.to_vec(),
+            None => Vec::new(),
+        };
+        let dev = r
+            .dev
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let mut v = known;
+        for i in v.len()..pages {
+            let at = (i * PAGE_SIZE) as u64;
+            let pfn = if r.shared {
+                self.pfn_for((1, dev, r.inode, r.offset + at))
+            } else {
+                self.pfn_for((0, pid as u64, r.start + at, 0))
+            };
+            v.push(pfn);
         }
-        let v: Vec<u32> = (r.start..r.end)
-            .step_by(PAGE_SIZE)
-            .map(|a| {
-                if r.shared {
-                    let dev = r
-                        .dev
-                        .bytes()
-                        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-                    self.pfn_for((1, dev, r.inode, r.offset + (a - r.start)))
-                } else {
-                    self.pfn_for((0, pid as u64, a, 0))
-                }
-            })
-            .collect();
         let v: std::sync::Arc<[u32]> = v.into();
-        self.region_pfns.insert((pid, r.clone()), v.clone());
+        self.region_pfns.insert(key, v.clone());
         v
     }
 
@@ -325,14 +354,15 @@ impl Recorder {
         let pagemap = std::sync::Arc::new(File::open(&path).map_err(|e| proc_err(&path, e))?);
         for r in &regions {
             let pfns = self.pfns(pid, r);
-            for first in (0..pfns.len()).step_by(PIECE_PAGES) {
+            let pages = ((r.end - r.start) / PAGE_SIZE as u64) as usize;
+            for first in (0..pages).step_by(PIECE_PAGES) {
                 out.push(Piece {
                     pid,
                     pagemap: pagemap.clone(),
                     start: r.start + (first * PAGE_SIZE) as u64,
                     pfns: pfns.clone(),
                     first,
-                    len: PIECE_PAGES.min(pfns.len() - first),
+                    len: PIECE_PAGES.min(pages - first),
                 });
             }
         }
@@ -372,8 +402,8 @@ impl Recorder {
         let mut pages: Vec<(u64, PageType, &Page)> = self
             .found
             .iter()
-            .flat_map(|f| f.pfns.iter().zip(f.pages[..f.len].iter()))
-            .map(|(&pfn, p)| (pfn as u64, PageType::Normal, &p.0))
+            .flat_map(|f| f.pfns.iter().enumerate().map(move |(k, &pfn)| (pfn, f.page(k))))
+            .map(|(pfn, p)| (pfn as u64, PageType::Normal, p))
             .collect();
         pages.sort_unstable_by_key(|p| p.0);
         // Two processes mapping overlapping (not identical) stretches of a
@@ -386,6 +416,9 @@ impl Recorder {
                 self.seen.resize(pfn as usize + 1, false);
             }
             self.seen[pfn as usize] = true;
+        }
+        for f in self.found.iter_mut() {
+            f.reserve();
         }
         for f in &self.found {
             for (&pfn, &print) in f.pfns.iter().zip(&f.prints) {
