@@ -4,7 +4,7 @@
 # Unix socket), runs the load, records the target with `ckpt record`, and
 # stops everything. ONLY="redis gcc" re-records a subset. Run as root (the recorder stops and reads other
 # processes). EPOCHS sets the epochs of the
-# redis and PostgreSQL traces (default 40; gcc gets a third, python a sixth).
+# redis and PostgreSQL traces (default 40; gcc gets a fifth, python a sixth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-40}
@@ -68,7 +68,7 @@ fi
 if want gcc; then
 echo "== gcc -O2 on a generated translation unit"
 python3 scripts/workloads/gen_c.py 600 > "$work/big.c"
-"$ckpt" record -o traces/gcc.trace --children --epochs "$((EPOCHS / 3))" --name "gcc -O2 compiling a generated 600-function C file (driver and cc1)" \
+"$ckpt" record -o traces/gcc.trace --children --epochs "$((EPOCHS / 5))" --name "gcc -O2 compiling a generated 600-function C file (driver and cc1)" \
   -- gcc -O2 -c "$work/big.c" -o "$work/big.o"
 fi
 

@@ -74,14 +74,13 @@ struct Target {
 impl Drop for Target {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::SIGCONT,
-            );
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+            // The whole tree: a compiler driver's own children would
+            // otherwise run on after it.
+            for p in ckpt_engine::record::process_tree(self.pid, true) {
+                let p = nix::unistd::Pid::from_raw(p);
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGCONT);
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+            }
             let _ = child.wait();
         }
     }

@@ -130,7 +130,7 @@ fn writable_regions(pid: i32) -> Result<Vec<Region>, RecordError> {
 }
 
 /// `pid` and, when `children`, every descendant.
-fn process_tree(pid: i32, children: bool) -> Vec<i32> {
+pub fn process_tree(pid: i32, children: bool) -> Vec<i32> {
     let mut pids = vec![pid];
     if !children {
         return pids;
