@@ -172,3 +172,63 @@ fn a_sleeping_process_has_almost_no_dirty_pages_after_its_image() {
     assert_eq!(first.entries.len() as u64, epochs[0].dirty_pages);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn shared_pages_written_only_by_a_child_are_recorded() {
+    use ckpt_engine::record::Recorder;
+    use std::time::Duration;
+    // The parent maps 64 shared pages and forks; only the child writes them
+    // (0xAB everywhere), so they are present in the child's page tables
+    // and not in the parent's.
+    let script = "import mmap, os, sys, time\n\
+                  m = mmap.mmap(-1, 64 * 4096)\n\
+                  if os.fork() == 0:\n\
+                  \x20   m[:] = b'\\xab' * (64 * 4096)\n\
+                  \x20   print('written', flush=True)\n\
+                  \x20   time.sleep(30)\n\
+                  else:\n\
+                  \x20   time.sleep(30)\n";
+    let Ok(mut child) = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIPPED: no python3 to build the process tree");
+        return;
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "written");
+    let dir = std::env::temp_dir().join(format!("ckpt-rec-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared.trace");
+    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
+    let mut rec = Recorder::new(writer, Codec::best(), 2);
+    let stats = rec
+        .epoch(child.id() as i32, true, Duration::from_millis(1))
+        .unwrap()
+        .unwrap();
+    rec.finish().unwrap();
+    let tree = ckpt_engine::record::process_tree(child.id() as i32, true);
+    for p in tree.iter().rev() {
+        let _ = std::process::Command::new("kill")
+            .arg(p.to_string())
+            .status();
+    }
+    let _ = child.wait();
+    assert_eq!(stats.processes, 2);
+    let mut r = TraceReader::open(&path).unwrap();
+    let image = r.next_epoch().unwrap().unwrap();
+    let written = image
+        .new
+        .iter()
+        .filter(|p| p.0.iter().all(|&b| b == 0xAB))
+        .count();
+    assert_eq!(written, 64, "every shared page the child wrote, once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
