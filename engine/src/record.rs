@@ -21,7 +21,7 @@ use ckpt_simd::{Codec, FingerprintKey, Page, PAGE_SIZE};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::io::{BufWriter, IoSliceMut};
 use std::os::unix::fs::FileExt;
@@ -360,10 +360,13 @@ impl Found {
         &self.pages[k / BLOCK_PAGES][k % BLOCK_PAGES].0
     }
 
-    /// Makes room, faulted in, for half as many pages again as this epoch
-    /// found (and at least one block), so the next pause rarely allocates.
+    /// Makes room, faulted in, for twice as many pages as this epoch found
+    /// and at least [`SPARE_PAGES`] more, so that the next pause rarely
+    /// allocates: a page fault costs more than reading the page.
     fn reserve(&mut self) {
-        let want = (self.len + self.len / 2).div_ceil(BLOCK_PAGES).max(1);
+        let want = (2 * self.len)
+            .max(self.len + SPARE_PAGES)
+            .div_ceil(BLOCK_PAGES);
         while self.pages.len() < want {
             let mut block = crate::page::PageBuf::arena(BLOCK_PAGES);
             for page in block.iter_mut() {
@@ -379,6 +382,9 @@ const BATCH_PAGES: usize = 256;
 /// Pages per block of a [`Found`] arena.
 const BLOCK_PAGES: usize = 256;
 
+/// Pages a [`Found`] arena keeps ready beyond the last epoch's (8 MiB).
+const SPARE_PAGES: usize = 2048;
+
 impl Recorder {
     /// A recorder writing to `writer`, comparing with `codec`'s kernel.
     pub fn new(writer: TraceWriter<BufWriter<File>>, codec: Codec, threads: usize) -> Recorder {
@@ -390,8 +396,8 @@ impl Recorder {
             prints: Vec::new(),
             key,
             zero_print,
-            keys: HashMap::new(),
-            region_pfns: HashMap::new(),
+            keys: HashMap::default(),
+            region_pfns: HashMap::default(),
             seen: Vec::new(),
             threads: threads.max(1),
             found: Vec::new(),
@@ -567,7 +573,7 @@ impl Recorder {
         let stop_wait = started.elapsed();
         let t_enum = Instant::now();
         let mut pieces = Vec::new();
-        let mut shared_seen = HashMap::new();
+        let mut shared_seen = HashMap::default();
         for &p in pids {
             match self.pieces(p, &mut shared_seen, &mut pieces) {
                 Ok(()) => {}
