@@ -21,7 +21,7 @@ use crate::cache::{CacheIndex, DeltaCache, Lookup};
 use crate::page::{PageBuf, PageType, PFN_LIMIT};
 use crate::ring::StagingRing;
 use crate::EngineError;
-use ckpt_simd::{Codec, Form, MAX_ENCODED_LEN};
+use ckpt_simd::{ChangeMap, Codec, Form, MAX_ENCODED_LEN};
 use std::ops::Range;
 
 /// Per-form page counts of a chunk or checkpoint.
@@ -192,6 +192,9 @@ struct SegmentResult {
 /// the chunk's buffer). A FULL
 /// page contributes its marker to `out` and the staged page itself as a
 /// piece of its own.
+/// Pages whose first encoding pass runs back to back.
+const MAP_GROUP: usize = 8;
+
 fn encode_segment(
     codec: Codec,
     ring: &StagingRing,
@@ -204,28 +207,40 @@ fn encode_segment(
     let mut start = 0;
     let mut pieces = Vec::new();
     let mut counts = FormCounts::default();
-    for (j, w) in work.iter_mut().enumerate() {
-        let page = ring.page(first + j);
-        match (w.job, w.slot.as_deref_mut()) {
-            (Job::Hit(_), Some(cached)) => {
-                let dst = &mut out[o..];
-                o += codec
-                    .encode(page, &mut cached.0, dst)
-                    .expect("a segment region holds MAX_ENCODED_LEN per page");
-                match Form::of_first_byte(dst[0]) {
-                    Form::Empty => counts.empty += 1,
-                    _ => counts.delta += 1,
-                }
+    let mut maps = [ChangeMap::default(); MAP_GROUP];
+    for (g, group) in work.chunks_mut(MAP_GROUP).enumerate() {
+        // The encoder's first pass for a group of pages in a row: their
+        // cold references stream in together, where encoding page by page
+        // waits for each page's misses between emissions.
+        for (k, w) in group.iter().enumerate() {
+            if let (Job::Hit(_), Some(cached)) = (w.job, w.slot.as_deref()) {
+                maps[k] = codec.change_map(ring.page(first + g * MAP_GROUP + k), &cached.0);
             }
-            (job, cached) => {
-                if let (Job::Miss(_), Some(cached)) = (job, cached) {
-                    cached.0.copy_from_slice(page);
+        }
+        for (k, w) in group.iter_mut().enumerate() {
+            let j = g * MAP_GROUP + k;
+            let page = ring.page(first + j);
+            match (w.job, w.slot.as_deref_mut()) {
+                (Job::Hit(_), Some(cached)) => {
+                    let dst = &mut out[o..];
+                    o += codec
+                        .encode_changes(&maps[k], page, &mut cached.0, dst)
+                        .expect("a segment region holds MAX_ENCODED_LEN per page");
+                    match Form::of_first_byte(dst[0]) {
+                        Form::Empty => counts.empty += 1,
+                        _ => counts.delta += 1,
+                    }
                 }
-                out[o] = ckpt_simd::FULL_MARKER;
-                o += 1;
-                pieces.push(Piece::Bytes(base + start..base + o));
-                pieces.push(Piece::Staged(first + j));
-                start = o;
+                (job, cached) => {
+                    if let (Job::Miss(_), Some(cached)) = (job, cached) {
+                        cached.0.copy_from_slice(page);
+                    }
+                    out[o] = ckpt_simd::FULL_MARKER;
+                    o += 1;
+                    pieces.push(Piece::Bytes(base + start..base + o));
+                    pieces.push(Piece::Staged(first + j));
+                    start = o;
+                }
             }
         }
     }

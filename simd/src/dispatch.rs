@@ -2,7 +2,7 @@
 //! [`Kernel::is_available`]; a [`Codec`] value is proof that its kernel runs
 //! on this CPU, so calling it needs no further check.
 
-use crate::{scalar, DecodeError, EncodeError, FingerprintKey, Page};
+use crate::{scalar, ChangeMap, DecodeError, EncodeError, FingerprintKey, Page};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -112,6 +112,9 @@ type DecodeFn = unsafe fn(&[u8], &mut Page) -> Result<usize, DecodeError>;
 type EqualFn = unsafe fn(&Page, &Page) -> bool;
 type FloorFn = unsafe fn(&Page, &Page) -> u64;
 type FingerprintFn = unsafe fn(&Page, &FingerprintKey) -> u128;
+type ChangeMapFn = unsafe fn(&Page, &Page) -> ChangeMap;
+type EncodeChangesFn =
+    unsafe fn(&ChangeMap, &Page, &mut Page, &mut [u8]) -> Result<usize, EncodeError>;
 
 /// A page codec bound to one kernel that this CPU supports.
 #[derive(Clone, Copy)]
@@ -122,6 +125,8 @@ pub struct Codec {
     equal: EqualFn,
     floor: FloorFn,
     fingerprint: FingerprintFn,
+    change_map: ChangeMapFn,
+    encode_changes: EncodeChangesFn,
 }
 
 impl fmt::Debug for Codec {
@@ -163,6 +168,8 @@ impl Codec {
                     equal: m::pages_equal,
                     floor: m::read_floor,
                     fingerprint: m::fingerprint,
+                    change_map: m::change_map,
+                    encode_changes: m::encode_changes,
                 }
             }};
         }
@@ -174,6 +181,8 @@ impl Codec {
                 equal: scalar_equal,
                 floor: scalar_floor,
                 fingerprint: crate::fingerprint::fingerprint_scalar,
+                change_map: scalar::change_map,
+                encode_changes: scalar::encode_changes,
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Sse2 => table!(crate::x86_64::sse2),
@@ -212,6 +221,30 @@ impl Codec {
         // SAFETY: a Codec is only built by `new`, after is_available()
         // confirmed the CPU supports this kernel's features.
         unsafe { (self.encode)(new, reference, out) }
+    }
+
+    /// The encoder's first pass over `new` and `reference`: which words
+    /// differ. Followed by [`Codec::encode_changes`] it gives exactly
+    /// [`Codec::encode`]'s bytes.
+    #[inline]
+    pub fn change_map(&self, new: &Page, reference: &Page) -> ChangeMap {
+        // SAFETY: as in `encode`.
+        unsafe { (self.change_map)(new, reference) }
+    }
+
+    /// Encodes `new` against `reference` from `map`, which must be
+    /// `change_map(new, reference)` for the right bytes (any map gives a
+    /// well-formed encoding within `out`). Same contract as `encode`.
+    #[inline]
+    pub fn encode_changes(
+        &self,
+        map: &ChangeMap,
+        new: &Page,
+        reference: &mut Page,
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
+        // SAFETY: as in `encode`.
+        unsafe { (self.encode_changes)(map, new, reference, out) }
     }
 
     /// Applies one page encoding; see [`scalar::decode`].

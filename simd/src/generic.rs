@@ -37,7 +37,7 @@ pub(crate) trait Isa {
 }
 
 /// Change bitmap: bit `w` set when word `w` differs.
-type Bitmap = [u64; WORDS_PER_PAGE / WORDS_PER_BITMAP_WORD];
+pub(crate) type Bitmap = [u64; WORDS_PER_PAGE / WORDS_PER_BITMAP_WORD];
 
 #[inline(always)]
 unsafe fn change_bitmap<I: Isa>(new: &Page, reference: &Page) -> Bitmap {
@@ -367,6 +367,29 @@ pub(crate) unsafe fn encode<I: Isa>(
 ) -> Result<usize, EncodeError> {
     // SAFETY: forwarded from the caller.
     let bits = unsafe { change_bitmap::<I>(new, reference) };
+    encode_changes(&bits, new, reference, out)
+}
+
+/// The first pass alone: which words of `new` differ from `reference`.
+///
+/// # Safety
+/// The CPU must support `I`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn change_map<I: Isa>(new: &Page, reference: &Page) -> crate::ChangeMap {
+    // SAFETY: forwarded from the caller.
+    crate::ChangeMap(unsafe { change_bitmap::<I>(new, reference) })
+}
+
+/// The encoder's second and third passes, from the change bitmap of `new`
+/// against `reference`. Any bitmap gives a well-formed encoding within
+/// the output's bounds; only the right one gives the right encoding.
+#[inline(always)]
+pub(crate) fn encode_changes(
+    bits: &Bitmap,
+    new: &Page,
+    reference: &mut Page,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
     let too_small = EncodeError::OutputTooSmall {
         capacity: out.len(),
     };
@@ -374,17 +397,17 @@ pub(crate) unsafe fn encode<I: Isa>(
         *out.first_mut().ok_or(too_small)? = EMPTY_MARKER;
         return Ok(1);
     }
-    if out.len() >= MAX_DELTA_LEN + 64 && count_runs(&bits) >= DENSE_RUNS {
-        let len = emit_dense(&bits, new, out);
-        update_blocks(&bits, new, reference);
+    if out.len() >= MAX_DELTA_LEN + 64 && count_runs(bits) >= DENSE_RUNS {
+        let len = emit_dense(bits, new, out);
+        update_blocks(bits, new, reference);
         return Ok(len);
     }
     if out.len() >= MAX_DELTA_LEN {
         // Cannot fail: update the reference while copying.
-        return emit_delta::<true>(&bits, new, reference, out).ok_or(too_small);
+        return emit_delta::<true>(bits, new, reference, out).ok_or(too_small);
     }
-    let len = emit_delta::<false>(&bits, new, reference, out).ok_or(too_small)?;
-    update_blocks(&bits, new, reference);
+    let len = emit_delta::<false>(bits, new, reference, out).ok_or(too_small)?;
+    update_blocks(bits, new, reference);
     Ok(len)
 }
 
@@ -481,6 +504,33 @@ macro_rules! entry_points {
             page: &mut $crate::Page,
         ) -> Result<usize, $crate::DecodeError> {
             $crate::generic::decode(input, page)
+        }
+
+        /// Change-map entry point (the encoder's first pass).
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn change_map(
+            new: &$crate::Page,
+            reference: &$crate::Page,
+        ) -> $crate::ChangeMap {
+            // SAFETY: this function's own contract.
+            unsafe { $crate::generic::change_map::<$isa>(new, reference) }
+        }
+
+        /// Entry point of the encoder's later passes.
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn encode_changes(
+            map: &$crate::ChangeMap,
+            new: &$crate::Page,
+            reference: &mut $crate::Page,
+            out: &mut [u8],
+        ) -> Result<usize, $crate::EncodeError> {
+            $crate::generic::encode_changes(&map.0, new, reference, out)
         }
 
         /// Page equality entry point.

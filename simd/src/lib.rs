@@ -60,6 +60,27 @@ pub const MAX_ENCODED_LEN: usize = MAX_DELTA_LEN;
 /// A guest page.
 pub type Page = [u8; PAGE_SIZE];
 
+/// Which 4-byte words of a page differ from its reference (bit `w` of the
+/// 1024): the encoder's first pass, kept apart so that a caller can run it
+/// over several pages in a row, which lets the memory system fetch their
+/// cold references together, before encoding each
+/// ([`Codec::change_map`], [`Codec::encode_changes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangeMap(pub(crate) [u64; WORDS_PER_PAGE / 64]);
+
+impl Default for ChangeMap {
+    fn default() -> ChangeMap {
+        ChangeMap([0; WORDS_PER_PAGE / 64])
+    }
+}
+
+impl ChangeMap {
+    /// Words that differ.
+    pub fn changed_words(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+}
+
 /// Which of the three forms a page encoding takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Form {

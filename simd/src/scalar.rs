@@ -81,3 +81,29 @@ pub fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
         }
     }
 }
+
+/// Which words of `new` differ from `reference`, word by word.
+pub fn change_map(new: &Page, reference: &Page) -> crate::ChangeMap {
+    let mut map = crate::ChangeMap::default();
+    for (w, (a, b)) in new
+        .chunks_exact(4)
+        .zip(reference.chunks_exact(4))
+        .enumerate()
+    {
+        if a != b {
+            map.0[w / 64] |= 1 << (w % 64);
+        }
+    }
+    map
+}
+
+/// [`encode`] from a change map: the generic emitters, compiled without
+/// any instruction-set features.
+pub fn encode_changes(
+    map: &crate::ChangeMap,
+    new: &Page,
+    reference: &mut Page,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    crate::generic::encode_changes(&map.0, new, reference, out)
+}

@@ -212,6 +212,25 @@ pub fn check_kernel(codec: &Codec) -> (usize, Vec<String>) {
                 ));
             }
         }
+        // The two halves of the encoder give the encoder's bytes.
+        let map = codec.change_map(n, r);
+        if map != scalar::change_map(n, r) {
+            failures.push(format!("{name}: change map differs from scalar"));
+        }
+        let (mut r1, mut r2) = (r.clone(), r.clone());
+        let (mut o1, mut o2) = (
+            vec![0u8; MAX_ENCODED_LEN + 64],
+            vec![0u8; MAX_ENCODED_LEN + 64],
+        );
+        let a = scalar::encode(n, &mut r1, &mut o1).map(|k| o1[..k].to_vec());
+        let b = codec
+            .encode_changes(&map, n, &mut r2, &mut o2)
+            .map(|k| o2[..k].to_vec());
+        if a != b || r1 != r2 {
+            failures.push(format!(
+                "{name}: change map + encode_changes differs from encode"
+            ));
+        }
         let (fr, fnew) = (codec.fingerprint(r, &key), codec.fingerprint(n, &key));
         if (r[..] == n[..]) != (fr == fnew) {
             failures.push(format!(
