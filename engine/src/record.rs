@@ -315,19 +315,24 @@ pub struct Recorder {
     found: Vec<Found>,
 }
 
-/// Changed pages one scan thread found. Pages are read into `scratch`,
-/// which stays in the core's cache, and only the changed ones are copied
-/// to `pages`: blocks of [`BLOCK_PAGES`] pages that never move once
-/// allocated, kept across epochs (`len` is what this epoch found) and
+/// Changed pages one scan thread found. Pages are read straight into free
+/// slots of `pages`, blocks of [`BLOCK_PAGES`] pages that never move once
+/// allocated; a changed page keeps its slot, an unchanged one gives it back
+/// for the next read, so no page is copied and unchanged pages keep
+/// reusing the same, cached, slots. The blocks are kept across epochs and
 /// grown, faulted in, between pauses ([`Found::reserve`]), so that a pause
-/// neither copies an arena to grow it nor faults its memory in.
+/// neither faults memory in nor moves an arena to grow it.
 #[derive(Default)]
 struct Found {
     pfns: Vec<u32>,
     prints: Vec<u128>,
+    /// The slot each found page was read into.
+    slots: Vec<u32>,
     pages: Vec<Box<[crate::page::PageBuf]>>,
-    len: usize,
-    scratch: Vec<crate::page::PageBuf>,
+    /// Slots to read into.
+    free: Vec<u32>,
+    /// Slots of the batch being read.
+    batch: Vec<u32>,
     /// Time spent inside `process_vm_readv` this epoch.
     read: Duration,
     /// Pages read this epoch.
@@ -338,35 +343,43 @@ impl Found {
     fn clear(&mut self) {
         self.pfns.clear();
         self.prints.clear();
-        self.len = 0;
+        self.slots.clear();
+        self.free.clear();
+        self.free
+            .extend((0..(self.pages.len() * BLOCK_PAGES) as u32).rev());
         self.read = Duration::ZERO;
         self.scanned = 0;
     }
 
-    /// Keeps `scratch[i]` as a changed page.
-    fn keep(&mut self, i: usize, pfn: u32, print: u128) {
-        let (block, at) = (self.len / BLOCK_PAGES, self.len % BLOCK_PAGES);
-        if block == self.pages.len() {
+    /// Takes `n` free slots, in ascending order, into `self.batch`.
+    fn take_slots(&mut self, n: usize) {
+        while self.free.len() < n {
+            let first = (self.pages.len() * BLOCK_PAGES) as u32;
             self.pages.push(crate::page::PageBuf::arena(BLOCK_PAGES));
+            self.free.extend((first..first + BLOCK_PAGES as u32).rev());
         }
-        self.pages[block][at] = self.scratch[i];
-        self.len += 1;
-        self.pfns.push(pfn);
-        self.prints.push(print);
+        self.batch.clear();
+        let at = self.free.len() - n;
+        self.batch.extend(self.free.drain(at..));
+        self.batch.sort_unstable();
+    }
+
+    fn slot(&self, slot: u32) -> &Page {
+        let s = slot as usize;
+        &self.pages[s / BLOCK_PAGES][s % BLOCK_PAGES].0
     }
 
     /// The `k`th page found this epoch.
     fn page(&self, k: usize) -> &Page {
-        &self.pages[k / BLOCK_PAGES][k % BLOCK_PAGES].0
+        self.slot(self.slots[k])
     }
 
     /// Makes room, faulted in, for twice as many pages as this epoch found
     /// and at least [`SPARE_PAGES`] more, so that the next pause rarely
     /// allocates: a page fault costs more than reading the page.
     fn reserve(&mut self) {
-        let want = (2 * self.len)
-            .max(self.len + SPARE_PAGES)
-            .div_ceil(BLOCK_PAGES);
+        let len = self.slots.len();
+        let want = (2 * len).max(len + SPARE_PAGES).div_ceil(BLOCK_PAGES);
         while self.pages.len() < want {
             let mut block = crate::page::PageBuf::arena(BLOCK_PAGES);
             for page in block.iter_mut() {
@@ -767,30 +780,47 @@ fn read_batch(batch: &[&Run], prints: Prints<'_>, found: &mut Found) {
         })
         .collect();
     let total: usize = batch.iter().map(|r| r.pfns.len()).sum();
-    if found.scratch.len() < total {
-        found
-            .scratch
-            .resize(total, crate::page::PageBuf([0; PAGE_SIZE]));
-    }
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut found.scratch[..total]);
+    found.take_slots(total);
     let t = Instant::now();
-    let got = process_vm_readv(
-        Pid::from_raw(first.pid),
-        &mut [IoSliceMut::new(bytes)],
-        &remote,
-    )
-    .map_or(0, |n| n / PAGE_SIZE);
+    let got = {
+        // One local buffer per slot, in the batch's (ascending) order.
+        let mut local: Vec<IoSliceMut<'_>> = Vec::with_capacity(total);
+        let mut want = found.batch.iter().copied().peekable();
+        for (b, block) in found.pages.iter_mut().enumerate() {
+            let end = ((b + 1) * BLOCK_PAGES) as u32;
+            if want.peek().is_none_or(|&s| s >= end) {
+                continue;
+            }
+            let base = (b * BLOCK_PAGES) as u32;
+            for (i, page) in block.iter_mut().enumerate() {
+                if want.peek() == Some(&(base + i as u32)) {
+                    want.next();
+                    local.push(IoSliceMut::new(&mut page.0));
+                }
+            }
+        }
+        process_vm_readv(Pid::from_raw(first.pid), &mut local, &remote).map_or(0, |n| n / PAGE_SIZE)
+    };
     found.read += t.elapsed();
     let pfns = batch.iter().flat_map(|r| r.pfns.iter().copied());
-    for (i, pfn) in pfns.enumerate().take(got) {
-        let print = prints.codec.fingerprint(&found.scratch[i].0, prints.key);
+    for (i, pfn) in pfns.enumerate() {
+        let slot = found.batch[i];
+        if i >= got {
+            found.free.push(slot);
+            continue;
+        }
+        let print = prints.codec.fingerprint(found.slot(slot), prints.key);
         let old = prints
             .known
             .get(pfn as usize)
             .copied()
             .unwrap_or(prints.zero);
         if print != old {
-            found.keep(i, pfn, print);
+            found.pfns.push(pfn);
+            found.prints.push(print);
+            found.slots.push(slot);
+        } else {
+            found.free.push(slot);
         }
     }
     if got < total && batch.len() > 1 {
