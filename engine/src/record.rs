@@ -289,6 +289,9 @@ const MAP_GAP_PAGES: u64 = 64;
 /// ...as long as the read covers at most this many pages.
 const MAP_SPAN_PAGES: u64 = 1024;
 
+/// Mapped pages per chunk of work a scan thread takes.
+const CHUNK_PAGES: usize = 1024;
+
 /// Where a page's bytes are: one run of pages of one process.
 struct Run {
     pid: i32,
@@ -609,17 +612,19 @@ impl Recorder {
         }
         self.found.iter_mut().for_each(Found::clear);
         // Nearby pieces of one process (a library's data and bss, say) form
-        // a group whose page map is read at once; groups are dealt out in
-        // turn, so that every thread gets a share of each large mapping.
-        let groups = group_pieces(&pieces);
-        let (pieces, groups) = (&pieces, &groups);
+        // a group whose page map is read at once. Groups are taken in
+        // chunks by whichever thread is free, this one included, so that a
+        // thread that starts late (a woken core) or meets more changed
+        // pages does not hold the others up.
+        let chunks = chunk_groups(&pieces, group_pieces(&pieces));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (pieces, chunks, next) = (&pieces, &chunks, &next);
+        let (here, others) = self.found[..threads].split_at_mut(1);
         std::thread::scope(|s| {
-            for (t, found) in self.found.iter_mut().take(threads).enumerate() {
-                s.spawn(move || {
-                    let mine = groups.iter().skip(t).step_by(threads);
-                    scan_groups(pieces, mine, seen, prints, found)
-                });
+            for found in others.iter_mut() {
+                s.spawn(move || scan_groups(pieces, chunks, next, seen, prints, found));
             }
+            scan_groups(pieces, chunks, next, seen, prints, &mut here[0]);
         });
         let total: u64 = self.found.iter().map(|f| f.scanned).sum();
         let dirty = self.found.iter().map(|f| f.pfns.len() as u64).sum();
@@ -697,9 +702,45 @@ fn read_pagemap(file: &File, page: u64, raw: &mut Vec<u8>, pages: usize) -> bool
 /// in runs, many runs per system call, and keeps in `found` those whose
 /// fingerprint differs from the one last recorded (a page never recorded
 /// counts as zero).
-fn scan_groups<'a>(
+/// Consecutive groups joined into chunks of about [`CHUNK_PAGES`] mapped
+/// pages (and at most [`MAX_IOV`] groups), the unit the threads take.
+fn chunk_groups(
     pieces: &[Piece],
-    groups: impl Iterator<Item = &'a std::ops::Range<usize>>,
+    groups: Vec<std::ops::Range<usize>>,
+) -> Vec<Vec<std::ops::Range<usize>>> {
+    let mut chunks = Vec::new();
+    let mut cur = Vec::new();
+    let mut pages = 0;
+    for g in groups {
+        pages += pieces[g.clone()].iter().map(|p| p.len).sum::<usize>();
+        cur.push(g);
+        if pages >= CHUNK_PAGES || cur.len() == MAX_IOV {
+            chunks.push(std::mem::take(&mut cur));
+            pages = 0;
+        }
+    }
+    if !cur.is_empty() {
+        chunks.push(cur);
+    }
+    chunks
+}
+
+fn scan_groups(
+    pieces: &[Piece],
+    chunks: &[Vec<std::ops::Range<usize>>],
+    next: &std::sync::atomic::AtomicUsize,
+    seen: &[bool],
+    prints: Prints<'_>,
+    found: &mut Found,
+) {
+    while let Some(chunk) = chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+        scan_chunk(pieces, chunk, seen, prints, found);
+    }
+}
+
+fn scan_chunk(
+    pieces: &[Piece],
+    groups: &[std::ops::Range<usize>],
     seen: &[bool],
     prints: Prints<'_>,
     found: &mut Found,
