@@ -93,28 +93,13 @@ fn foreign_and_damaged_files_are_refused_clearly() {
 #[cfg(target_os = "linux")]
 #[test]
 fn records_a_live_process() {
-    use ckpt_engine::record::Recorder;
     use std::time::Duration;
     // A shell loop that keeps rewriting a variable: a few dirty pages.
     let mut child = std::process::Command::new("sh")
         .args(["-c", "i=0; while [ $i -lt 100000000 ]; do i=$((i+1)); done"])
         .spawn()
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("ckpt-rec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sh.trace");
-    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
-    let mut rec = Recorder::new(writer, Codec::best(), 2);
-    let mut epochs = Vec::new();
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(20));
-        epochs.push(
-            rec.epoch(child.id() as i32, false, Duration::from_millis(20))
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    rec.finish().unwrap();
+    let (dir, path, epochs) = record_epochs(child.id(), false, 4, Duration::from_millis(20), "sh");
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -134,7 +119,6 @@ fn records_a_live_process() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_sleeping_process_has_almost_no_dirty_pages_after_its_image() {
-    use ckpt_engine::record::Recorder;
     use std::time::Duration;
     let mut child = std::process::Command::new("sleep")
         .arg("30")
@@ -142,21 +126,8 @@ fn a_sleeping_process_has_almost_no_dirty_pages_after_its_image() {
         .unwrap();
     // Let it reach its sleep: its memory is then still.
     std::thread::sleep(Duration::from_millis(200));
-    let dir = std::env::temp_dir().join(format!("ckpt-rec-still-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sleep.trace");
-    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
-    let mut rec = Recorder::new(writer, Codec::best(), 2);
-    let mut epochs = Vec::new();
-    for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(10));
-        epochs.push(
-            rec.epoch(child.id() as i32, false, Duration::from_millis(10))
-                .unwrap()
-                .unwrap(),
-        );
-    }
-    rec.finish().unwrap();
+    let (dir, path, epochs) =
+        record_epochs(child.id(), false, 4, Duration::from_millis(10), "still");
     let _ = child.kill();
     let _ = child.wait();
     assert!(epochs[0].dirty_pages > 0);
@@ -176,7 +147,6 @@ fn a_sleeping_process_has_almost_no_dirty_pages_after_its_image() {
 #[cfg(target_os = "linux")]
 #[test]
 fn shared_pages_written_only_by_a_child_are_recorded() {
-    use ckpt_engine::record::Recorder;
     use std::time::Duration;
     // The parent maps 64 shared pages and forks; only the child writes them
     // (0xAB everywhere), so they are present in the child's page tables
@@ -204,16 +174,8 @@ fn shared_pages_written_only_by_a_child_are_recorded() {
     )
     .unwrap();
     assert_eq!(line.trim(), "written");
-    let dir = std::env::temp_dir().join(format!("ckpt-rec-shared-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("shared.trace");
-    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
-    let mut rec = Recorder::new(writer, Codec::best(), 2);
-    let stats = rec
-        .epoch(child.id() as i32, true, Duration::from_millis(1))
-        .unwrap()
-        .unwrap();
-    rec.finish().unwrap();
+    let (dir, path, stats) = record_epochs(child.id(), true, 1, Duration::from_millis(1), "shared");
+    let stats = stats[0];
     let tree = ckpt_engine::record::process_tree(child.id() as i32, true);
     for p in tree.iter().rev() {
         let _ = std::process::Command::new("kill")
@@ -231,4 +193,34 @@ fn shared_pages_written_only_by_a_child_are_recorded() {
         .count();
     assert_eq!(written, 64, "every shared page the child wrote, once");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Records `epochs` epochs of `pid` (with its children when asked), each
+/// after `every` of run time, into a trace in a fresh directory. Returns the
+/// directory, the trace's path and each epoch's figures.
+#[cfg(target_os = "linux")]
+fn record_epochs(
+    pid: u32,
+    children: bool,
+    epochs: usize,
+    every: std::time::Duration,
+    name: &str,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Vec<ckpt_engine::record::EpochStats>,
+) {
+    use ckpt_engine::record::Recorder;
+    let dir = std::env::temp_dir().join(format!("ckpt-rec-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.trace"));
+    let writer = TraceWriter::create(&path, "{}", Codec::best()).unwrap();
+    let mut rec = Recorder::new(writer, Codec::best(), 2);
+    let mut stats = Vec::new();
+    for _ in 0..epochs {
+        std::thread::sleep(every);
+        stats.push(rec.epoch(pid as i32, children, every).unwrap().unwrap());
+    }
+    rec.finish().unwrap();
+    (dir, path, stats)
 }
