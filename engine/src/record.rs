@@ -674,9 +674,8 @@ fn group_pieces(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
         let first = &pieces[i];
         let mut end = page_of(first) + first.len as u64;
         let mut j = i + 1;
-        while first.aliases.is_empty()
-            && j < pieces.len()
-            && pieces[j].aliases.is_empty()
+        while j < pieces.len()
+            && same_aliases(first, &pieces[j])
             && pieces[j].pid == first.pid
             && page_of(&pieces[j]) >= end
             && page_of(&pieces[j]) - end <= MAP_GAP_PAGES
@@ -689,6 +688,19 @@ fn group_pieces(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
         i = j;
     }
     groups
+}
+
+/// Whether `b`'s aliases are `a`'s, at the same distance: one read of each
+/// alias's page map then covers both pieces.
+fn same_aliases(a: &Piece, b: &Piece) -> bool {
+    a.aliases.len() == b.aliases.len()
+        && a.aliases
+            .iter()
+            .zip(&b.aliases)
+            .all(|((fa, sa), (fb, sb))| {
+                std::sync::Arc::ptr_eq(fa, fb)
+                    && sb.wrapping_sub(*sa) == b.start.wrapping_sub(a.start)
+            })
 }
 
 /// Reads one page-map entry per page from `file`, starting at page `page`.

@@ -148,13 +148,13 @@ fn a_sleeping_process_has_almost_no_dirty_pages_after_its_image() {
 #[test]
 fn shared_pages_written_only_by_a_child_are_recorded() {
     use std::time::Duration;
-    // The parent maps 64 shared pages and forks; only the child writes them
+    // The parent maps 600 shared pages (three pieces) and forks; only the child writes them
     // (0xAB everywhere), so they are present in the child's page tables
     // and not in the parent's.
     let script = "import mmap, os, sys, time\n\
-                  m = mmap.mmap(-1, 64 * 4096)\n\
+                  m = mmap.mmap(-1, 600 * 4096)\n\
                   if os.fork() == 0:\n\
-                  \x20   m[:] = b'\\xab' * (64 * 4096)\n\
+                  \x20   m[:] = b'\\xab' * (600 * 4096)\n\
                   \x20   print('written', flush=True)\n\
                   \x20   time.sleep(30)\n\
                   else:\n\
@@ -191,7 +191,7 @@ fn shared_pages_written_only_by_a_child_are_recorded() {
         .iter()
         .filter(|p| p.0.iter().all(|&b| b == 0xAB))
         .count();
-    assert_eq!(written, 64, "every shared page the child wrote, once");
+    assert_eq!(written, 600, "every shared page the child wrote, once");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
