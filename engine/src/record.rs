@@ -769,7 +769,24 @@ fn scan_chunk(
         if !read_pagemap(&first.pagemap, page_of(first), &mut raw, span) {
             continue;
         }
+        // A page recorded before is read anyway: other processes' page maps
+        // matter only while some page is neither present here nor known.
+        let unknown = |raw: &[u8]| {
+            group.iter().any(|piece| {
+                let at = (page_of(piece) - page_of(first)) as usize;
+                piece.pfns[piece.first..piece.first + piece.len]
+                    .iter()
+                    .enumerate()
+                    .any(|(k, &pfn)| {
+                        raw[(at + k) * 8 + 7] & 0x80 == 0
+                            && !seen.get(pfn as usize).copied().unwrap_or(false)
+                    })
+            })
+        };
         for (file, start) in &first.aliases {
+            if !unknown(&raw) {
+                break;
+            }
             if read_pagemap(file, start / PAGE_SIZE as u64, &mut alias_raw, span) {
                 for (a, b) in raw.chunks_exact_mut(8).zip(alias_raw.chunks_exact(8)) {
                     a[7] |= b[7] & 0x80; // the present bit, bit 63
