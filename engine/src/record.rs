@@ -85,7 +85,8 @@ struct Region {
     end: u64,
     shared: bool,
     offset: u64,
-    dev: String,
+    /// Device of a file mapping: major << 32 | minor.
+    dev: u64,
     inode: u64,
 }
 
@@ -166,7 +167,7 @@ fn writable_regions_by_query(pid: i32) -> Option<Result<Vec<Region>, RecordError
             end: q.vma_end,
             shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
             offset: q.vma_offset,
-            dev: format!("{:02x}:{:02x}", q.dev_major, q.dev_minor),
+            dev: (q.dev_major as u64) << 32 | q.dev_minor as u64,
             inode: q.inode,
         });
         if q.vma_end <= addr {
@@ -181,6 +182,13 @@ fn writable_regions(pid: i32) -> Result<Vec<Region>, RecordError> {
         return r;
     }
     writable_regions_from_text(pid)
+}
+
+/// `MAJOR:MINOR` in hex, as `/proc/PID/maps` writes a device.
+fn parse_dev(text: &str) -> u64 {
+    let (major, minor) = text.split_once(':').unwrap_or((text, "0"));
+    let hex = |v: &str| u64::from_str_radix(v, 16).unwrap_or(0);
+    hex(major) << 32 | hex(minor)
 }
 
 fn writable_regions_from_text(pid: i32) -> Result<Vec<Region>, RecordError> {
@@ -209,7 +217,7 @@ fn writable_regions_from_text(pid: i32) -> Result<Vec<Region>, RecordError> {
             end,
             shared: perms.as_bytes().get(3) == Some(&b's'),
             offset: u64::from_str_radix(offset, 16).unwrap_or(0),
-            dev: dev.into(),
+            dev: parse_dev(dev),
             inode: inode.parse().unwrap_or(0),
         });
     }
@@ -442,10 +450,7 @@ impl Recorder {
             Some(v) => v.to_vec(),
             None => Vec::new(),
         };
-        let dev = r
-            .dev
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        let dev = r.dev;
         let mut v = known;
         for i in v.len()..pages {
             let at = (i * PAGE_SIZE) as u64;
@@ -470,7 +475,7 @@ impl Recorder {
     fn pieces(
         &mut self,
         pid: i32,
-        shared_seen: &mut HashMap<(String, u64, u64, u64), usize>,
+        shared_seen: &mut HashMap<(u64, u64, u64, u64), usize>,
         out: &mut Vec<Piece>,
     ) -> Result<(), RecordError> {
         let regions = writable_regions(pid)?;
@@ -479,7 +484,7 @@ impl Recorder {
         for r in &regions {
             let pages = ((r.end - r.start) / PAGE_SIZE as u64) as usize;
             if r.shared {
-                let key = (r.dev.clone(), r.inode, r.offset, r.end - r.start);
+                let key = (r.dev, r.inode, r.offset, r.end - r.start);
                 if let Some(&at) = shared_seen.get(&key) {
                     // Read once, through the first process that maps it.
                     for (k, piece) in out[at..]
