@@ -4,16 +4,23 @@
 //!
 //! Every epoch the target (and, on request, its descendants, so that
 //! processes sharing memory are cut consistently) runs for the epoch's
-//! length, is stopped with SIGSTOP, has the pages of its writable mappings
-//! compared with the copy recorded last time, and is resumed with SIGCONT.
-//! This kernel has no soft-dirty bits, so pages are compared by content:
-//! `/proc/PID/pagemap` skips pages that were never faulted in, the rest is
-//! read with large batched `process_vm_readv` calls on two threads, and
-//! each page's keyed 128-bit fingerprint (the SIMD kernels') is compared
-//! with the one of the copy recorded last, so the pause reads only the
-//! target's memory, never the recorder's copies. Pages of shared mappings are keyed by
-//! their file and offset, so memory shared by several processes is recorded
-//! once. Changed pages are written to the trace after the target resumes.
+//! length and is stopped with SIGSTOP. The pages of its writable mappings
+//! are compared with the copy recorded last time, and it is resumed with
+//! SIGCONT. This kernel has no soft-dirty bits, so pages are compared by
+//! content:
+//! - mappings come from the `PROCMAP_QUERY` ioctl, or `/proc/PID/maps`;
+//! - `/proc/PID/pagemap` skips pages never faulted in (for a shared mapping,
+//!   in any of the processes that map it);
+//! - two threads read the rest, taking chunks of mappings as they become
+//!   free, with large batched `process_vm_readv` calls straight into a
+//!   reused arena;
+//! - each page's keyed 128-bit fingerprint (the SIMD kernels') is compared
+//!   with the one recorded last, so the pause reads only the target's
+//!   memory, never the recorder's copies.
+//!
+//! Pages of shared mappings are keyed by their file and offset, so memory
+//! shared by several processes is recorded once. Changed pages are written
+//! to the trace after the target resumes.
 
 use crate::page::PageType;
 use crate::trace::{TraceError, TraceWriter};
