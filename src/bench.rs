@@ -265,7 +265,7 @@ fn floor_in_place(
 
     evict_both(sender, evict)?;
     let new = copy(&epoch.new);
-    let (in_place, sink, new, old) = sender.inspect(move |batch| {
+    let (in_place, sink, old) = sender.inspect(move |batch| {
         let (codec, cache) = (batch.codec(), batch.cache());
         let mut sink = 0u64;
         let t = Instant::now();
@@ -273,17 +273,11 @@ fn floor_in_place(
             let prev = cache.peek(pfn).unwrap_or(&old[i]);
             sink ^= codec.read_floor(&new[i].0, &prev.0);
         }
-        (t.elapsed(), sink, new, old)
+        (t.elapsed(), sink, old)
     })?;
 
     evict_both(sender, evict)?;
-    let new = {
-        let mut new = new;
-        for (t, p) in new.iter_mut().zip(epoch.new.iter()) {
-            t.0 = p.0;
-        }
-        new
-    };
+    let new = copy(&epoch.new);
     let (copies, sink2) = sender.inspect(move |batch| {
         let codec = batch.codec();
         let mut sink = 0u64;

@@ -187,14 +187,14 @@ struct SegmentResult {
     counts: FormCounts,
 }
 
+/// Pages whose first encoding pass runs back to back.
+const MAP_GROUP: usize = 8;
+
 /// Encodes the pages `first..first + work.len()` of `ring` into `out` (room
 /// for `MAX_ENCODED_LEN` per page, at offset `first * MAX_ENCODED_LEN` of
 /// the chunk's buffer). A FULL
 /// page contributes its marker to `out` and the staged page itself as a
 /// piece of its own.
-/// Pages whose first encoding pass runs back to back.
-const MAP_GROUP: usize = 8;
-
 fn encode_segment(
     codec: Codec,
     ring: &StagingRing,

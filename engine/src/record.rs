@@ -868,7 +868,8 @@ fn read_batch(batch: &[&Run], prints: Prints<'_>, found: &mut Found) {
         // One local buffer per slot, in the batch's (ascending) order.
         let mut local: Vec<IoSliceMut<'_>> = Vec::with_capacity(total);
         let mut want = found.batch.iter().copied().peekable();
-        for (b, block) in found.pages.iter_mut().enumerate() {
+        let skip = found.batch.first().map_or(0, |&s| s as usize / BLOCK_PAGES);
+        for (b, block) in found.pages.iter_mut().enumerate().skip(skip) {
             let end = ((b + 1) * BLOCK_PAGES) as u32;
             if want.peek().is_none_or(|&s| s >= end) {
                 continue;

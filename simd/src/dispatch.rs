@@ -180,7 +180,7 @@ impl Codec {
                 decode: scalar::decode,
                 equal: scalar_equal,
                 floor: scalar_floor,
-                fingerprint: crate::fingerprint::fingerprint_scalar,
+                fingerprint: crate::fingerprint::fingerprint,
                 change_map: scalar::change_map,
                 encode_changes: scalar::encode_changes,
             },

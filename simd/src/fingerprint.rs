@@ -112,8 +112,3 @@ macro_rules! generic_fingerprint {
 }
 #[allow(unused_imports)]
 pub(crate) use generic_fingerprint;
-
-/// Scalar entry point (the reference the kernels are tested against).
-pub(crate) fn fingerprint_scalar(page: &Page, key: &FingerprintKey) -> u128 {
-    fingerprint(page, key)
-}

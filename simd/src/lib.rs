@@ -74,13 +74,6 @@ impl Default for ChangeMap {
     }
 }
 
-impl ChangeMap {
-    /// Words that differ.
-    pub fn changed_words(&self) -> u32 {
-        self.0.iter().map(|w| w.count_ones()).sum()
-    }
-}
-
 /// Which of the three forms a page encoding takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Form {
