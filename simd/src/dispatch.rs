@@ -113,6 +113,7 @@ type EqualFn = unsafe fn(&Page, &Page) -> bool;
 type FloorFn = unsafe fn(&Page, &Page) -> u64;
 type FingerprintFn = unsafe fn(&Page, &FingerprintKey) -> u128;
 type ChangeMapFn = unsafe fn(&Page, &Page) -> ChangeMap;
+type ChangeMapFingerprintFn = unsafe fn(&Page, &Page, &FingerprintKey) -> (ChangeMap, u128);
 type EncodeChangesFn =
     unsafe fn(&ChangeMap, &Page, &mut Page, &mut [u8]) -> Result<usize, EncodeError>;
 
@@ -126,6 +127,7 @@ pub struct Codec {
     floor: FloorFn,
     fingerprint: FingerprintFn,
     change_map: ChangeMapFn,
+    change_map_fingerprint: ChangeMapFingerprintFn,
     encode_changes: EncodeChangesFn,
 }
 
@@ -169,6 +171,7 @@ impl Codec {
                     floor: m::read_floor,
                     fingerprint: m::fingerprint,
                     change_map: m::change_map,
+                    change_map_fingerprint: m::change_map_fingerprint,
                     encode_changes: m::encode_changes,
                 }
             }};
@@ -182,6 +185,7 @@ impl Codec {
                 floor: scalar_floor,
                 fingerprint: crate::fingerprint::fingerprint,
                 change_map: scalar::change_map,
+                change_map_fingerprint: scalar::change_map_fingerprint,
                 encode_changes: scalar::encode_changes,
             },
             #[cfg(target_arch = "x86_64")]
@@ -230,6 +234,20 @@ impl Codec {
     pub fn change_map(&self, new: &Page, reference: &Page) -> ChangeMap {
         // SAFETY: as in `encode`.
         unsafe { (self.change_map)(new, reference) }
+    }
+
+    /// [`Codec::change_map`] and [`Codec::fingerprint`] of `new` in one
+    /// pass over the pages: the fingerprint costs little more than the
+    /// compare alone.
+    #[inline]
+    pub fn change_map_fingerprint(
+        &self,
+        new: &Page,
+        reference: &Page,
+        key: &FingerprintKey,
+    ) -> (ChangeMap, u128) {
+        // SAFETY: as in `encode`.
+        unsafe { (self.change_map_fingerprint)(new, reference, key) }
     }
 
     /// Encodes `new` against `reference` from `map`, which must be

@@ -66,18 +66,23 @@ impl std::fmt::Debug for FingerprintKey {
     }
 }
 
-/// The fingerprint of `page` under `key`.
-#[inline(always)]
-pub(crate) fn fingerprint(page: &Page, key: &FingerprintKey) -> u128 {
-    let k = &key.words[..];
-    let mut a = [0u64; LANES];
-    let mut b = [0u64; LANES];
-    for (blk, bytes) in page.chunks_exact(8 * LANES).enumerate() {
+/// Lanes of the two NH sums, folded into the fingerprint at the end.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Nh {
+    a: [u64; LANES],
+    b: [u64; LANES],
+}
+
+impl Nh {
+    /// Adds the 64-byte block `blk` of a page (`bytes`, its 16 words) to
+    /// both sums.
+    #[inline(always)]
+    pub(crate) fn block(&mut self, blk: usize, bytes: &[u8], key: &FingerprintKey) {
         let mut m = [0u32; 2 * LANES];
         for (w, c) in m.iter_mut().zip(bytes.chunks_exact(4)) {
             *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         }
-        let kb = &k[blk * 2 * LANES..blk * 2 * LANES + 2 * LANES + 2];
+        let kb = &key.words[blk * 2 * LANES..blk * 2 * LANES + 2 * LANES + 2];
         let mut s = [0u32; 2 * LANES];
         let mut t = [0u32; 2 * LANES];
         for j in 0..2 * LANES {
@@ -85,12 +90,28 @@ pub(crate) fn fingerprint(page: &Page, key: &FingerprintKey) -> u128 {
             t[j] = m[j].wrapping_add(kb[j + 2]);
         }
         for l in 0..LANES {
-            a[l] = a[l].wrapping_add(s[2 * l] as u64 * s[2 * l + 1] as u64);
-            b[l] = b[l].wrapping_add(t[2 * l] as u64 * t[2 * l + 1] as u64);
+            self.a[l] = self.a[l].wrapping_add(s[2 * l] as u64 * s[2 * l + 1] as u64);
+            self.b[l] = self.b[l].wrapping_add(t[2 * l] as u64 * t[2 * l + 1] as u64);
         }
     }
-    let fold = |v: [u64; LANES]| v.iter().fold(0u64, |s, &x| s.wrapping_add(x));
-    (fold(a) as u128) << 64 | fold(b) as u128
+
+    /// The fingerprint of the blocks added.
+    #[inline(always)]
+    pub(crate) fn finish(&self) -> u128 {
+        let fold = |v: &[u64; LANES]| v.iter().fold(0u64, |s, &x| s.wrapping_add(x));
+        (fold(&self.a) as u128) << 64 | fold(&self.b) as u128
+    }
+}
+
+/// The fingerprint, written plainly: NH over the page's 64-byte blocks.
+/// Kernels without a loop of their own compile this with their features.
+#[inline(always)]
+pub(crate) fn fingerprint(page: &Page, key: &FingerprintKey) -> u128 {
+    let mut nh = Nh::default();
+    for (blk, bytes) in page.chunks_exact(8 * LANES).enumerate() {
+        nh.block(blk, bytes, key);
+    }
+    nh.finish()
 }
 
 /// Entry point for kernels without their own: the loop above compiled

@@ -13,8 +13,8 @@
 //! fixed-size copies, which become vector moves) with those features.
 
 use crate::{
-    check_copy_available, head, read_marker, DecodeError, EncodeError, Head, Page, EMPTY_MARKER,
-    MAX_DELTA_LEN, MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
+    walk, DecodeError, EncodeError, Page, Sink, EMPTY_MARKER, MAX_DELTA_LEN, MAX_RUN, PAGE_SIZE,
+    SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
 };
 use core::ptr;
 
@@ -370,6 +370,36 @@ pub(crate) unsafe fn encode<I: Isa>(
     encode_changes(&bits, new, reference, out)
 }
 
+/// The first pass and the fingerprint of `new` in one loop: while a block's
+/// compare waits for the cold reference, the multiplies of the fingerprint
+/// run on the block of `new` already loaded.
+///
+/// # Safety
+/// The CPU must support `I`'s instruction set.
+#[inline(always)]
+pub(crate) unsafe fn change_map_fingerprint<I: Isa>(
+    new: &Page,
+    reference: &Page,
+    key: &crate::FingerprintKey,
+) -> (crate::ChangeMap, u128) {
+    let mut bits = [0u64; WORDS_PER_PAGE / WORDS_PER_BITMAP_WORD];
+    let mut nh = crate::fingerprint::Nh::default();
+    let (n, r) = (new.as_ptr(), reference.as_ptr());
+    for (q, slot) in bits.iter_mut().enumerate() {
+        let mut m = 0u64;
+        for j in 0..4 {
+            let blk = q * 4 + j;
+            let at = blk * BLOCK;
+            // SAFETY: at + BLOCK <= PAGE_SIZE, so the block lies inside both
+            // pages; the caller guarantees the ISA.
+            m |= (unsafe { I::block_diff(n.add(at), r.add(at)) } as u64) << (16 * j);
+            nh.block(blk, &new[at..at + BLOCK], key);
+        }
+        *slot = m;
+    }
+    (crate::ChangeMap(bits), nh.finish())
+}
+
 /// The first pass alone: which words of `new` differ from `reference`.
 ///
 /// # Safety
@@ -411,41 +441,26 @@ pub(crate) fn encode_changes(
     Ok(len)
 }
 
-/// The decoder (same contract as [`crate::scalar::decode`]).
+/// The decoder (same contract as [`crate::scalar::decode`]): the shared
+/// walk over a sink that copies with the fixed-size moves of [`copy_words`].
 #[inline(always)]
 pub(crate) fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
-    match head(input)? {
-        Head::Empty => Ok(1),
-        Head::Full(data) => {
-            page.copy_from_slice(data);
-            Ok(1 + PAGE_SIZE)
+    struct Apply<'p>(&'p mut Page);
+    impl Sink for Apply<'_> {
+        #[inline(always)]
+        fn full(&mut self, data: &[u8; PAGE_SIZE]) {
+            self.0.copy_from_slice(data);
         }
-        Head::Delta => {
-            let mut at = 0;
-            let mut covered = 0;
-            while covered < WORDS_PER_PAGE {
-                let (words, copy) = read_marker(input, at, covered)?;
-                at += 1;
-                if copy {
-                    let bytes = words * WORD_SIZE;
-                    check_copy_available(input, at, bytes)?;
-                    // SAFETY: read_marker checked covered + words <= 1024, so
-                    // the page range [covered * 4, + bytes) is in bounds;
-                    // check_copy_available checked input[at..at + bytes].
-                    unsafe {
-                        copy_words(
-                            page.as_mut_ptr().add(covered * WORD_SIZE),
-                            input.as_ptr().add(at),
-                            bytes,
-                        )
-                    };
-                    at += bytes;
-                }
-                covered += words;
-            }
-            Ok(at)
+        #[inline(always)]
+        fn copy(&mut self, at: usize, data: &[u8]) {
+            debug_assert!(at + data.len() <= PAGE_SIZE);
+            // SAFETY: the walk guarantees at + data.len() <= PAGE_SIZE and
+            // that data is a non-empty whole number of words inside the
+            // input; page and input are distinct borrows.
+            unsafe { copy_words(self.0.as_mut_ptr().add(at), data.as_ptr(), data.len()) }
         }
     }
+    walk(input, &mut Apply(page)).map(|(_, used)| used)
 }
 
 /// True when the two pages are identical. Stops at the first differing block.
@@ -555,3 +570,25 @@ macro_rules! entry_points {
     };
 }
 pub(crate) use entry_points;
+
+/// The fused first pass and fingerprint for kernels without a loop of their
+/// own: the generic one compiled with the kernel's features.
+macro_rules! generic_change_map_fingerprint {
+    ($isa:ty, $feature:tt) => {
+        /// Entry point of the first pass fused with the fingerprint of `new`.
+        ///
+        /// # Safety
+        /// The CPU must support the features named in `target_feature`.
+        #[target_feature(enable = $feature)]
+        pub(crate) unsafe fn change_map_fingerprint(
+            new: &$crate::Page,
+            reference: &$crate::Page,
+            key: &$crate::FingerprintKey,
+        ) -> ($crate::ChangeMap, u128) {
+            // SAFETY: this function's own contract.
+            unsafe { $crate::generic::change_map_fingerprint::<$isa>(new, reference, key) }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use generic_change_map_fingerprint;

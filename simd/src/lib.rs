@@ -110,20 +110,79 @@ pub fn encode_full(page: &Page, out: &mut [u8]) -> Result<usize, EncodeError> {
 /// Checks one page encoding at the start of `input` without applying it.
 ///
 /// Returns its form and its length in bytes. Accepts exactly what the decoders
-/// accept, so a chunk can be validated whole before any page is written.
+/// accept (it is the same walk, with nothing written), so a chunk can be
+/// validated whole before any page is written.
 pub fn validate(input: &[u8]) -> Result<(Form, usize), DecodeError> {
-    match head(input)? {
-        Head::Empty => Ok((Form::Empty, 1)),
-        Head::Full(_) => Ok((Form::Full, FULL_ENCODED_LEN)),
-        Head::Delta => {
+    walk(input, &mut Validate)
+}
+
+/// Where a walk over one page encoding sends what it finds: the FULL page's
+/// data, or each COPY run's new bytes with the byte offset in the page they
+/// belong at. SKIP runs need no action. The walk has checked every bound
+/// before it calls the sink: `data` lies inside the input, and
+/// `at + data.len() <= PAGE_SIZE`.
+pub(crate) trait Sink {
+    /// A FULL page: `data` is its 4096 bytes.
+    fn full(&mut self, data: &[u8; PAGE_SIZE]);
+    /// A COPY run: `data` (a whole number of words) goes at byte `at`.
+    fn copy(&mut self, at: usize, data: &[u8]);
+}
+
+/// The sink that writes nothing: validation.
+struct Validate;
+
+impl Sink for Validate {
+    #[inline(always)]
+    fn full(&mut self, _: &[u8; PAGE_SIZE]) {}
+    #[inline(always)]
+    fn copy(&mut self, _: usize, _: &[u8]) {}
+}
+
+/// The one reader of the page encoding (`docs/FORMAT.md` §1): walks the
+/// encoding at the start of `input`, checks every rule, hands each piece of
+/// data to `sink`, and returns the form and the bytes used. Validation and
+/// every decoder are this walk over different sinks.
+#[inline(always)]
+pub(crate) fn walk<S: Sink>(input: &[u8], sink: &mut S) -> Result<(Form, usize), DecodeError> {
+    match *input.first().ok_or(DecodeError::Empty)? {
+        EMPTY_MARKER => Ok((Form::Empty, 1)),
+        FULL_MARKER => {
+            let data = input
+                .get(1..1 + PAGE_SIZE)
+                .ok_or(DecodeError::TruncatedFull {
+                    available: input.len() - 1,
+                })?;
+            sink.full(data.try_into().expect("the range is PAGE_SIZE long"));
+            Ok((Form::Full, FULL_ENCODED_LEN))
+        }
+        _ => {
             let mut at = 0usize;
             let mut covered = 0usize;
             while covered < WORDS_PER_PAGE {
-                let (words, copy) = read_marker(input, at, covered)?;
+                let marker = *input.get(at).ok_or(DecodeError::TruncatedMarkers {
+                    offset: at,
+                    covered_words: covered,
+                })?;
+                let words = (marker & !SKIP_FLAG) as usize;
+                if words == 0 {
+                    return Err(DecodeError::ZeroLengthRun { offset: at });
+                }
+                if covered + words > WORDS_PER_PAGE {
+                    return Err(DecodeError::RunPastPageEnd {
+                        offset: at,
+                        word: covered,
+                        run_words: words,
+                    });
+                }
                 at += 1;
-                if copy {
+                if marker & SKIP_FLAG == 0 {
                     let bytes = words * WORD_SIZE;
-                    check_copy_available(input, at, bytes)?;
+                    let data = input.get(at..at + bytes).ok_or(DecodeError::TruncatedRun {
+                        offset: at,
+                        needed: bytes,
+                        available: input.len().saturating_sub(at),
+                    })?;
+                    sink.copy(covered * WORD_SIZE, data);
                     at += bytes;
                 }
                 covered += words;
@@ -131,73 +190,4 @@ pub fn validate(input: &[u8]) -> Result<(Form, usize), DecodeError> {
             Ok((Form::Delta, at))
         }
     }
-}
-
-/// What the first byte of a page encoding says, with a FULL page's data
-/// checked present.
-pub(crate) enum Head<'a> {
-    Empty,
-    Full(&'a [u8]),
-    Delta,
-}
-
-/// Reads the first byte of the page encoding at the start of `input`.
-#[inline(always)]
-pub(crate) fn head(input: &[u8]) -> Result<Head<'_>, DecodeError> {
-    match *input.first().ok_or(DecodeError::Empty)? {
-        EMPTY_MARKER => Ok(Head::Empty),
-        FULL_MARKER => {
-            input
-                .get(1..1 + PAGE_SIZE)
-                .map(Head::Full)
-                .ok_or(DecodeError::TruncatedFull {
-                    available: input.len() - 1,
-                })
-        }
-        _ => Ok(Head::Delta),
-    }
-}
-
-/// Reads the marker at `input[at]` when `covered` words of the page are done.
-/// Returns the run length in words and whether it is a COPY run.
-#[inline(always)]
-pub(crate) fn read_marker(
-    input: &[u8],
-    at: usize,
-    covered: usize,
-) -> Result<(usize, bool), DecodeError> {
-    let marker = *input.get(at).ok_or(DecodeError::TruncatedMarkers {
-        offset: at,
-        covered_words: covered,
-    })?;
-    let words = (marker & !SKIP_FLAG) as usize;
-    if words == 0 {
-        return Err(DecodeError::ZeroLengthRun { offset: at });
-    }
-    if covered + words > WORDS_PER_PAGE {
-        return Err(DecodeError::RunPastPageEnd {
-            offset: at,
-            word: covered,
-            run_words: words,
-        });
-    }
-    Ok((words, marker & SKIP_FLAG == 0))
-}
-
-/// Checks that `bytes` bytes of COPY data follow at `input[at..]`.
-#[inline(always)]
-pub(crate) fn check_copy_available(
-    input: &[u8],
-    at: usize,
-    bytes: usize,
-) -> Result<(), DecodeError> {
-    let available = input.len().saturating_sub(at);
-    if available < bytes {
-        return Err(DecodeError::TruncatedRun {
-            offset: at,
-            needed: bytes,
-            available,
-        });
-    }
-    Ok(())
 }

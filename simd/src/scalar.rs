@@ -2,8 +2,8 @@
 //! as possible. Every other kernel is tested against these two functions.
 
 use crate::{
-    check_copy_available, head, read_marker, DecodeError, EncodeError, Head, Page, EMPTY_MARKER,
-    MAX_RUN, PAGE_SIZE, SKIP_FLAG, WORDS_PER_PAGE, WORD_SIZE,
+    walk, DecodeError, EncodeError, Page, Sink, EMPTY_MARKER, MAX_RUN, PAGE_SIZE, SKIP_FLAG,
+    WORDS_PER_PAGE, WORD_SIZE,
 };
 
 fn word(page: &Page, i: usize) -> [u8; WORD_SIZE] {
@@ -56,30 +56,16 @@ pub fn encode(new: &Page, reference: &mut Page, out: &mut [u8]) -> Result<usize,
 /// Applies the page encoding at the start of `input` to `page` and returns
 /// the input bytes it used.
 pub fn decode(input: &[u8], page: &mut Page) -> Result<usize, DecodeError> {
-    match head(input)? {
-        Head::Empty => Ok(1),
-        Head::Full(data) => {
-            page.copy_from_slice(data);
-            Ok(1 + PAGE_SIZE)
+    struct Apply<'p>(&'p mut Page);
+    impl Sink for Apply<'_> {
+        fn full(&mut self, data: &[u8; PAGE_SIZE]) {
+            self.0.copy_from_slice(data);
         }
-        Head::Delta => {
-            let mut at = 0;
-            let mut covered = 0;
-            while covered < WORDS_PER_PAGE {
-                let (words, copy) = read_marker(input, at, covered)?;
-                at += 1;
-                let bytes = words * WORD_SIZE;
-                if copy {
-                    check_copy_available(input, at, bytes)?;
-                    let start = covered * WORD_SIZE;
-                    page[start..start + bytes].copy_from_slice(&input[at..at + bytes]);
-                    at += bytes;
-                }
-                covered += words;
-            }
-            Ok(at)
+        fn copy(&mut self, at: usize, data: &[u8]) {
+            self.0[at..at + data.len()].copy_from_slice(data);
         }
     }
+    walk(input, &mut Apply(page)).map(|(_, used)| used)
 }
 
 /// Which words of `new` differ from `reference`, word by word.
@@ -106,4 +92,16 @@ pub fn encode_changes(
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
     crate::generic::encode_changes(&map.0, new, reference, out)
+}
+
+/// [`change_map`] and the fingerprint of `new` ([`crate::Codec::fingerprint`]).
+pub fn change_map_fingerprint(
+    new: &Page,
+    reference: &Page,
+    key: &crate::FingerprintKey,
+) -> (crate::ChangeMap, u128) {
+    (
+        change_map(new, reference),
+        crate::fingerprint::fingerprint(new, key),
+    )
 }

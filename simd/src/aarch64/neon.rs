@@ -31,4 +31,5 @@ impl Isa for Neon {
 }
 
 entry_points!(Neon, "neon");
+crate::generic::generic_change_map_fingerprint!(Neon, "neon");
 crate::fingerprint::generic_fingerprint!("neon");

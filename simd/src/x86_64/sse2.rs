@@ -23,4 +23,5 @@ impl Isa for Sse2 {
 }
 
 entry_points!(Sse2, "sse2");
+crate::generic::generic_change_map_fingerprint!(Sse2, "sse2");
 crate::fingerprint::generic_fingerprint!("sse2");

@@ -148,10 +148,15 @@ pub fn check_case(codec: &Codec, name: &str, reference: &Page, new: &Page) -> Ve
     let mut ref_k = Box::new(*reference);
     let mut buf = vec![0xA5u8; n_s + 1];
     let (exact, guard) = buf.split_at_mut(n_s);
-    if codec.encode(new, &mut ref_k, exact).ok() != Some(n_s) || exact != &out_s[..] {
+    if codec.encode(new, &mut ref_k, exact).ok() != Some(n_s)
+        || exact != &out_s[..]
+        || *ref_k != *new
+    {
         failures.push(format!("{k} {name}: exact-size buffer failed"));
     }
-    let _ = guard;
+    if guard != [0xA5] {
+        failures.push(format!("{k} {name}: wrote past an exact-size buffer"));
+    }
     let mut ref_k = Box::new(*reference);
     let mut buf = vec![0xA5u8; n_s];
     let (short, guard) = buf.split_at_mut(n_s - 1);
@@ -216,6 +221,12 @@ pub fn check_kernel(codec: &Codec) -> (usize, Vec<String>) {
         let map = codec.change_map(n, r);
         if map != scalar::change_map(n, r) {
             failures.push(format!("{name}: change map differs from scalar"));
+        }
+        let fused = codec.change_map_fingerprint(n, r, &key);
+        if fused != (map, scalar.fingerprint(n, &key)) {
+            failures.push(format!(
+                "{name}: fused change map and fingerprint differ from the two apart"
+            ));
         }
         let (mut r1, mut r2) = (r.clone(), r.clone());
         let (mut o1, mut o2) = (
