@@ -1,77 +1,93 @@
-//! The checkpoint engine: delta cache, staging ring, compression, and the
-//! stream between a Remus sender and its backup.
+//! The checkpoint engine a toolstack links: it compresses a Remus primary's
+//! checkpoints into a stream and, on the backup, verifies and commits them.
 //!
-//! Wire formats are specified in `FORMAT.md` (shipped beside the project as
-//! `shared/FORMAT.md`); each module's documentation names the section it
-//! implements.
+//! The formats are described in the project's `docs/`: the page encoding,
+//! the delta cache, the staging ring and the legacy save-stream body in
+//! `docs/FORMAT.md`, the stream around them in `docs/STREAM.md`. Each module
+//! names the section it implements.
+//!
+//! # Sending
+//!
+//! A [`Sender`] writes to any [`std::io::Write`]. Per checkpoint, while the
+//! guest is paused: [`Sender::begin_checkpoint`], one [`Sender::page`] per
+//! dirty page, [`Sender::end_checkpoint`]; then the guest resumes while the
+//! pages are compressed and written. The first checkpoint (the whole memory)
+//! goes out uncompressed and switches compression on:
+//!
+//! ```
+//! use ckpt_engine::{Codec, PageType, Sender, SenderOptions};
+//!
+//! let guest_pages = 1024;
+//! let mut memory = vec![[0u8; 4096]; guest_pages];
+//! let mut sender = Sender::new(Vec::new(), Codec::best(), &SenderOptions::new(guest_pages as u64))?;
+//!
+//! // The initial image, uncompressed.
+//! sender.begin_checkpoint()?;
+//! for (pfn, page) in memory.iter().enumerate() {
+//!     sender.page(pfn as u64, PageType::Normal, Some(page))?;
+//! }
+//! sender.enable_compression()?;
+//! sender.end_checkpoint()?;
+//!
+//! // The guest runs, dirties a few pages; the next checkpoint sends them.
+//! for pfn in [3, 700] {
+//!     memory[pfn][..8].copy_from_slice(b"changed!");
+//! }
+//! sender.begin_checkpoint()?;
+//! for pfn in [3u64, 700] {
+//!     sender.page(pfn, PageType::Normal, Some(&memory[pfn as usize]))?;
+//! }
+//! sender.end_checkpoint()?;
+//!
+//! let (stream, stats, _latencies) = sender.finish()?;
+//! assert_eq!((stats.checkpoints, stats.pages), (2, 1024 + 2));
+//! # assert_eq!(stream.len() as u64, stats.output_bytes);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Receiving
+//!
+//! A [`Receiver`] reads from any [`std::io::Read`] and commits each checkpoint
+//! to a [`GuestMemory`] only once it has arrived whole and its digest
+//! matches; a rejected checkpoint leaves memory as the last one left it.
+//!
+//! ```
+//! use ckpt_engine::{Codec, GuestMemory, Limits, PageType, Receiver, Sender, SenderOptions, SparseMemory};
+//!
+//! # let mut sender = Sender::new(Vec::new(), Codec::best(), &SenderOptions::new(16))?;
+//! # sender.begin_checkpoint()?;
+//! # sender.page(5, PageType::Normal, Some(&[7u8; 4096]))?;
+//! # sender.enable_compression()?;
+//! # sender.end_checkpoint()?;
+//! # let (stream, _, _) = sender.finish()?;
+//! // `stream` is what a Sender wrote: a socket, a file, or bytes in memory.
+//! let mut receiver = Receiver::new(&stream[..], Limits::default(), Codec::best())?;
+//! let mut memory = SparseMemory::new(receiver.guest_pages());
+//! while let Some(checkpoint) = receiver.next_checkpoint(&mut memory)? {
+//!     println!("checkpoint {} committed: {} pages", checkpoint.seq, checkpoint.data_pages);
+//! }
+//! assert_eq!(memory.page(5), &[7u8; 4096]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
-pub mod cache;
-pub mod compress;
-pub mod config;
-pub mod memory;
+mod error;
 pub mod page;
-pub mod pipeline;
-pub mod receiver;
-#[cfg(target_os = "linux")]
-pub mod record;
-pub mod ring;
+mod receive;
+mod send;
 pub mod stream;
-pub mod synth;
-pub mod trace;
 
-pub use compress::{BatchCompressor, Chunk, ChunkView, CompressOptions, Compressor, FormCounts};
+#[cfg(feature = "lab")]
+pub mod lab;
+
+pub use ckpt_simd::{Codec, Kernel, Page, PAGE_SIZE};
+pub use error::SendError;
 pub use page::{PageBuf, PageType};
-
-use thiserror::Error;
-
-/// Errors of the sending side.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// A PFN at or past the guest's page count.
-    #[error("pfn {pfn:#x} is outside the guest ({guest_pages} pages)")]
-    PfnOutOfRange {
-        /// The PFN given.
-        pfn: u64,
-        /// The guest's page count.
-        guest_pages: u64,
-    },
-    /// A page of a type that carries no data was given page contents.
-    #[error("pfn {pfn:#x} has type {ty:?}, which carries no page data")]
-    NoPageData {
-        /// The PFN given.
-        pfn: u64,
-        /// Its type.
-        ty: PageType,
-    },
-    /// A page of a type that carries data was given no contents.
-    #[error("pfn {pfn:#x} has type {ty:?}, which needs page data")]
-    MissingPageData {
-        /// The PFN given.
-        pfn: u64,
-        /// Its type.
-        ty: PageType,
-    },
-    /// A toolstack chunk of a type the stream does not carry, or whose
-    /// payload has the wrong size for its type.
-    #[error("toolstack chunk {id} with a {len}-byte payload is not supported")]
-    ForeignChunk {
-        /// Chunk type.
-        id: i32,
-        /// Payload length given.
-        len: usize,
-    },
-    /// A call out of order (for example a page outside a checkpoint).
-    #[error("out of order: {0}")]
-    Sequence(&'static str),
-    /// Writing the stream failed; the sender stops.
-    #[error("writing the stream failed: {0}")]
-    Write(std::io::Error),
-    /// The sender has stopped (after an error or `finish`).
-    #[error("the sender has stopped")]
-    Finished,
-    /// The worker threads could not be started.
-    #[error("cannot start worker threads: {0}")]
-    ThreadPool(String),
-}
+pub use receive::{
+    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, SparseMemory,
+};
+pub use send::{
+    ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,
+    SenderOptions, MAX_CACHE_PAGES,
+};
+pub use stream::{Event, Limits, StreamError, StreamHeader};

@@ -1,4 +1,4 @@
-//! Page types and PFN entries of the legacy save stream (`FORMAT.md` §4):
+//! Page types and PFN entries of the legacy save stream (`docs/FORMAT.md` §4):
 //! a `u64` whose bits 28..31 hold the page type and bits 0..27 the PFN.
 
 use bytemuck::{Pod, Zeroable};

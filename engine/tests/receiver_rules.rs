@@ -1,11 +1,9 @@
 //! Each rule of the stream violated once: each gets its own typed error and
 //! leaves guest memory exactly as the last complete checkpoint left it.
 
-use ckpt_engine::config::ReceiverConfig;
-use ckpt_engine::memory::{GuestMemory, SparseMemory};
 use ckpt_engine::page::{entry, PageType};
-use ckpt_engine::receiver::{ReceiveError, Receiver};
-use ckpt_engine::stream::{Digest, StreamHeader, Trailer, TAG_CHECKPOINT, TAG_END};
+use ckpt_engine::stream::{Digest, EndFrame, StreamError, StreamHeader, Trailer};
+use ckpt_engine::{GuestMemory, Limits as ReceiverConfig, ReceiveError, Receiver, SparseMemory};
 use ckpt_simd::{encode_full, scalar, Codec, Page, MAX_ENCODED_LEN};
 
 const GUEST: u64 = 2048;
@@ -16,13 +14,18 @@ fn page(fill: u8) -> Box<Page> {
     p
 }
 
-/// Builds streams chunk by chunk.
+const HEADER: StreamHeader = StreamHeader {
+    guest_pages: GUEST,
+    stream_id: 0x5eed,
+};
+
+/// Builds streams chunk by chunk; `.1` is where the current frame starts.
 #[derive(Clone, Default)]
-struct S(Vec<u8>);
+struct S(Vec<u8>, usize);
 
 impl S {
     fn header() -> S {
-        S(StreamHeader { guest_pages: GUEST }.to_bytes().to_vec())
+        S(HEADER.to_bytes().to_vec(), 0)
     }
     fn i32(mut self, v: i32) -> S {
         self.0.extend_from_slice(&v.to_le_bytes());
@@ -36,8 +39,9 @@ impl S {
         self.0.extend_from_slice(b);
         self
     }
-    fn frame(self, seq: u64) -> S {
-        self.bytes(&TAG_CHECKPOINT).i32(0).u64(seq)
+    fn frame(mut self, seq: u64) -> S {
+        self.1 = self.0.len();
+        self.bytes(b"CKPT").i32(0).u64(seq)
     }
     fn batch(self, entries: &[u64]) -> S {
         let mut s = self.i32(entries.len() as i32);
@@ -55,17 +59,19 @@ impl S {
     fn trailer(self, seq: u64, pages: &[(u64, &Page)]) -> S {
         let mut d = Digest::new();
         for (pfn, p) in pages {
-            d.add(*pfn, p);
+            d.add_page(&Codec::best(), *pfn, p);
         }
         let t = Trailer {
             seq,
             data_pages: d.pages(),
             digest: d.finish(),
         };
-        self.bytes(&t.to_bytes())
+        let frame_crc = crc32c::crc32c_append(HEADER.check(), &self.0[self.1..]);
+        self.bytes(&t.to_bytes(frame_crc))
     }
     fn stream_end(self, n: u64) -> S {
-        self.bytes(&TAG_END).i32(0).u64(n)
+        let end = EndFrame { checkpoints: n }.to_bytes(HEADER.check());
+        self.bytes(&end)
     }
 }
 
@@ -160,6 +166,9 @@ fn the_valid_stream_applies() {
 fn each_rule_broken_once() {
     let (payload, pages) = payload1();
     let refs: Vec<(u64, &Page)> = pages.iter().map(|(p, b)| (*p, &**b)).collect();
+    let page3 = page(3);
+    let mut refs4 = refs.clone();
+    refs4.push((3, &page3));
     let base = checkpoint0;
     let three = [normal(0), normal(1), normal(2)];
     let mut big_batch = vec![normal(5); 1025];
@@ -182,7 +191,12 @@ fn each_rule_broken_once() {
             "batch of 1025 entries",
             base().frame(1).i32(1025),
             limits(),
-            |e| matches!(e, ReceiveError::BatchTooLarge { count: 1025, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::BatchTooLarge { count: 1025, .. })
+                )
+            },
         ),
         (
             "unknown page type 0x5",
@@ -191,10 +205,10 @@ fn each_rule_broken_once() {
             |e| {
                 matches!(
                     e,
-                    ReceiveError::BadEntry {
+                    ReceiveError::Stream(StreamError::BadEntry {
                         reason: "unknown page type",
                         ..
-                    }
+                    })
                 )
             },
         ),
@@ -205,10 +219,10 @@ fn each_rule_broken_once() {
             |e| {
                 matches!(
                     e,
-                    ReceiveError::BadEntry {
+                    ReceiveError::Stream(StreamError::BadEntry {
                         reason: "bits 32..63 are set",
                         ..
-                    }
+                    })
                 )
             },
         ),
@@ -216,26 +230,42 @@ fn each_rule_broken_once() {
             "pfn equal to guest size",
             base().frame(1).batch(&[normal(GUEST)]),
             limits(),
-            |e| matches!(e, ReceiveError::PfnOutOfRange { pfn: GUEST, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::PfnOutOfRange { pfn: GUEST, .. })
+                )
+            },
         ),
         (
             "duplicate pfn",
             base().frame(1).batch(&[normal(3), normal(3)]),
             limits(),
-            |e| matches!(e, ReceiveError::DuplicatePfn { pfn: 3, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::DuplicatePfn { pfn: 3, .. })
+                )
+            },
         ),
         (
             "pages before their entries",
-            base().frame(1).batch(&three[..2]).chunk(&payload),
+            base()
+                .frame(1)
+                .batch(&three[..2])
+                .chunk(&payload)
+                .batch(&three[2..])
+                .end()
+                .trailer(1, &refs),
             limits(),
             |e| {
                 matches!(
                     e,
-                    ReceiveError::PagesBeforeEntries {
+                    ReceiveError::Stream(StreamError::PagesBeforeEntries {
                         page: 2,
                         entries: 2,
                         ..
-                    }
+                    })
                 )
             },
         ),
@@ -245,16 +275,17 @@ fn each_rule_broken_once() {
                 .frame(1)
                 .batch(&[normal(0), normal(1), normal(2), normal(3)])
                 .chunk(&payload)
-                .end(),
+                .end()
+                .trailer(1, &refs4),
             limits(),
             |e| {
                 matches!(
                     e,
-                    ReceiveError::MissingPages {
+                    ReceiveError::Stream(StreamError::MissingPages {
                         entries: 4,
                         pages: 3,
                         ..
-                    }
+                    })
                 )
             },
         ),
@@ -264,9 +295,16 @@ fn each_rule_broken_once() {
                 .frame(1)
                 .batch(&three)
                 .chunk(&payload[..split])
-                .chunk(&payload[split..]),
+                .chunk(&payload[split..])
+                .end()
+                .trailer(1, &refs),
             limits(),
-            |e| matches!(e, ReceiveError::BadPage { page: 1, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::BadPage { page: 1, .. })
+                )
+            },
         ),
         (
             "zero-length marker",
@@ -276,15 +314,17 @@ fn each_rule_broken_once() {
                 .i32(-12)
                 .u64(4098)
                 .bytes(&payload[..4097])
-                .bytes(&[0x81]),
+                .bytes(&[0x81])
+                .end()
+                .trailer(1, &refs),
             limits(),
-            |e| matches!(e, ReceiveError::BadPage { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadPage { .. })),
         ),
         (
             "chunk over the limit",
             base().frame(1).batch(&three).i32(-12).u64(1 << 40),
             limits(),
-            |e| matches!(e, ReceiveError::ChunkTooLarge { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::ChunkTooLarge { .. })),
         ),
         (
             "checkpoint over the limit",
@@ -297,7 +337,12 @@ fn each_rule_broken_once() {
                 max_checkpoint_bytes: 4 * 4096,
                 ..limits()
             },
-            |e| matches!(e, ReceiveError::CheckpointTooLarge { limit: 16384, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::CheckpointTooLarge { limit: 16384, .. })
+                )
+            },
         ),
         (
             "too many entries",
@@ -309,22 +354,35 @@ fn each_rule_broken_once() {
                 max_checkpoint_entries: 900,
                 ..limits()
             },
-            |e| matches!(e, ReceiveError::TooManyEntries { limit: 900, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::TooManyEntries { limit: 900, .. })
+                )
+            },
         ),
         (
             "compression enabled twice",
             base().frame(1).i32(-13),
             limits(),
-            |e| matches!(e, ReceiveError::EnableTwice { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::EnableTwice { .. })),
         ),
         (
             "unknown chunk type",
             base().frame(1).i32(-20),
             limits(),
-            |e| matches!(e, ReceiveError::UnknownChunk { ty: -20, .. }),
+            |e| {
+                matches!(
+                    e,
+                    ReceiveError::Stream(StreamError::UnknownChunk { ty: -20, .. })
+                )
+            },
         ),
         ("TMEM chunk", base().frame(1).i32(-5), limits(), |e| {
-            matches!(e, ReceiveError::UnsupportedChunk { ty: -5, .. })
+            matches!(
+                e,
+                ReceiveError::Stream(StreamError::UnsupportedChunk { ty: -5, .. })
+            )
         }),
         (
             "trailer of another checkpoint",
@@ -335,7 +393,7 @@ fn each_rule_broken_once() {
                 .end()
                 .trailer(7, &refs),
             limits(),
-            |e| matches!(e, ReceiveError::BadTrailer { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadFrame { .. })),
         ),
         (
             "trailer page count",
@@ -346,7 +404,7 @@ fn each_rule_broken_once() {
                 .end()
                 .trailer(1, &refs[..2]),
             limits(),
-            |e| matches!(e, ReceiveError::BadTrailer { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadFrame { .. })),
         ),
         (
             "trailer magic",
@@ -355,15 +413,15 @@ fn each_rule_broken_once() {
                 .batch(&three)
                 .chunk(&payload)
                 .end()
-                .bytes(&[0u8; 40]),
+                .bytes(&[0u8; 48]),
             limits(),
             |e| {
                 matches!(
                     e,
-                    ReceiveError::BadTrailer {
+                    ReceiveError::Stream(StreamError::BadFrame {
                         field: "trailer magic",
                         ..
-                    }
+                    })
                 )
             },
         ),
@@ -381,21 +439,21 @@ fn each_rule_broken_once() {
         ("sequence gap", base().frame(2), limits(), |e| {
             matches!(
                 e,
-                ReceiveError::Sequence {
+                ReceiveError::Stream(StreamError::Sequence {
                     expected: 1,
                     found: 2,
                     ..
-                }
+                })
             )
         }),
         ("unknown frame", base().bytes(b"XXXX"), limits(), |e| {
-            matches!(e, ReceiveError::UnknownFrame { .. })
+            matches!(e, ReceiveError::Stream(StreamError::UnknownFrame { .. }))
         }),
         (
             "end frame with the wrong count",
             base().stream_end(9),
             limits(),
-            |e| matches!(e, ReceiveError::BadTrailer { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadFrame { .. })),
         ),
         (
             "truncated inside a claimed chunk",
@@ -406,14 +464,17 @@ fn each_rule_broken_once() {
                 .u64(1 << 20)
                 .bytes(&[1, 2, 3]),
             limits(),
-            |e| matches!(e, ReceiveError::Truncated { .. }),
+            |e| matches!(e, ReceiveError::Stream(StreamError::Truncated { .. })),
         ),
     ];
     let mut kinds = std::collections::HashSet::new();
     for (name, stream, lim, check) in cases {
         let err = reject(&stream.0, lim);
         assert!(check(&err), "{name}: got {err:?}");
-        kinds.insert(std::mem::discriminant(&err));
+        kinds.insert(match &err {
+            ReceiveError::Stream(s) => format!("{:?}", std::mem::discriminant(s)),
+            other => format!("receive {:?}", std::mem::discriminant(other)),
+        });
     }
     assert!(kinds.len() >= 18, "{} distinct errors", kinds.len());
 }
@@ -429,7 +490,10 @@ fn format_a_rules() {
     let mut mem = SparseMemory::new(GUEST);
     let e = rx.next_checkpoint(&mut mem).unwrap_err();
     assert!(
-        matches!(e, ReceiveError::CompressedBeforeEnable { .. }),
+        matches!(
+            e,
+            ReceiveError::Stream(StreamError::CompressedBeforeEnable { .. })
+        ),
         "{e:?}"
     );
     assert_eq!(mem.resident(), 0);
@@ -443,7 +507,23 @@ fn bad_headers_and_small_memory() {
         Receiver::new(&bad[..], limits(), Codec::best())
             .err()
             .unwrap(),
-        ReceiveError::BadHeader { .. }
+        ReceiveError::Stream(StreamError::NotAStream { .. })
+    ));
+    let mut bad = S::header().0;
+    bad[20] ^= 1; // the guest size, caught by the header's check
+    assert!(matches!(
+        Receiver::new(&bad[..], limits(), Codec::best())
+            .err()
+            .unwrap(),
+        ReceiveError::Stream(StreamError::BadHeader { .. })
+    ));
+    let mut old = S::header().0;
+    old[8] = 1; // version 1
+    assert!(matches!(
+        Receiver::new(&old[..], limits(), Codec::best())
+            .err()
+            .unwrap(),
+        ReceiveError::Stream(StreamError::UnsupportedVersion { found: 1 })
     ));
     let s = checkpoint0();
     let mut rx = Receiver::new(&s.0[..], limits(), Codec::best()).unwrap();
@@ -456,6 +536,6 @@ fn bad_headers_and_small_memory() {
         Receiver::new(&[0u8; 5][..], limits(), Codec::best())
             .err()
             .unwrap(),
-        ReceiveError::Truncated { .. }
+        ReceiveError::Stream(StreamError::Truncated { .. })
     ));
 }

@@ -1,11 +1,12 @@
 //! The stream end to end: sender pipeline -> bytes -> receiver -> memory.
 
-use ckpt_engine::config::ReceiverConfig;
-use ckpt_engine::memory::{GuestMemory, SparseMemory};
-use ckpt_engine::pipeline::{Sender, SenderOptions};
-use ckpt_engine::receiver::{ReceiveError, Receiver};
-use ckpt_engine::synth::Scenario;
-use ckpt_engine::CompressOptions;
+use ckpt_engine::stream::StreamError;
+use ckpt_engine::{
+    CompressOptions, GuestMemory, Limits, ReceiveError, Receiver, Sender, SenderOptions,
+    SparseMemory,
+};
+use ckpt_lab::replay::send_checkpoint;
+use ckpt_lab::synth::Scenario;
 use ckpt_simd::{Codec, Page};
 use std::io::Read;
 
@@ -25,26 +26,18 @@ fn send(threads: usize, ring: usize, cache: usize) -> (Vec<u8>, Expected) {
             pin_threads: true,
         },
         ring_pages: ring,
-        guest_pages: GUEST,
+        stream_id: Some(42),
+        ..SenderOptions::new(GUEST)
     };
     let mut sender = Sender::new(Vec::new(), Codec::best(), &opts).unwrap();
     let mut expected = Vec::new();
     for cp in Scenario::new(GUEST, 7, &SIZES) {
-        sender.begin_checkpoint().unwrap();
-        let mut exp = Vec::new();
-        for (pfn, ty, page) in &cp.pages {
-            sender.page(*pfn, *ty, page.as_deref()).unwrap();
-            if let Some(p) = page {
-                exp.push((*pfn, p.clone()));
-            }
-        }
-        for (id, payload) in &cp.foreign {
-            sender.foreign_chunk(*id, payload).unwrap();
-        }
-        if cp.enable_compression {
-            sender.enable_compression().unwrap();
-        }
-        sender.end_checkpoint().unwrap();
+        send_checkpoint(&mut sender, &cp).unwrap();
+        let data = cp.entries.iter().filter(|(_, ty)| ty.carries_data());
+        let exp = data
+            .zip(cp.pages.iter())
+            .map(|(&(pfn, _), p)| (pfn, Box::new(p.0)))
+            .collect();
         expected.push(exp);
     }
     let (bytes, stats, _) = sender.finish().unwrap();
@@ -53,7 +46,7 @@ fn send(threads: usize, ring: usize, cache: usize) -> (Vec<u8>, Expected) {
 }
 
 fn receive_all(reader: impl Read, expected: &Expected) -> SparseMemory {
-    let mut rx = Receiver::new(reader, ReceiverConfig::default(), Codec::best()).unwrap();
+    let mut rx = Receiver::new(reader, Limits::default(), Codec::best()).unwrap();
     let mut mem = SparseMemory::new(GUEST);
     for exp in expected {
         let info = rx.next_checkpoint(&mut mem).unwrap().expect("a checkpoint");
@@ -122,7 +115,7 @@ fn truncation_anywhere_keeps_the_last_complete_checkpoint() {
     // Reference images after each complete checkpoint.
     let mut states = Vec::new();
     {
-        let mut rx = Receiver::new(&bytes[..], ReceiverConfig::default(), Codec::best()).unwrap();
+        let mut rx = Receiver::new(&bytes[..], Limits::default(), Codec::best()).unwrap();
         let mut mem = SparseMemory::new(GUEST);
         let mut ends = vec![rx.offset()];
         while rx.next_checkpoint(&mut mem).unwrap().is_some() {
@@ -135,7 +128,7 @@ fn truncation_anywhere_keeps_the_last_complete_checkpoint() {
             let (a, b) = (ends[k - 1] as usize, ends[k] as usize);
             for cut in [a + 1, (a + b) / 2, b - 1] {
                 let mut rx =
-                    Receiver::new(&bytes[..cut], ReceiverConfig::default(), Codec::best()).unwrap();
+                    Receiver::new(&bytes[..cut], Limits::default(), Codec::best()).unwrap();
                 let mut mem = SparseMemory::new(GUEST);
                 let mut done = 0;
                 let err = loop {
@@ -145,7 +138,10 @@ fn truncation_anywhere_keeps_the_last_complete_checkpoint() {
                         Err(e) => break e,
                     }
                 };
-                assert!(matches!(err, ReceiveError::Truncated { .. }), "{err}");
+                assert!(
+                    matches!(err, ReceiveError::Stream(StreamError::Truncated { .. })),
+                    "{err}"
+                );
                 assert_eq!(done, k - 1);
                 let want = if k == 1 {
                     snapshot(&SparseMemory::new(GUEST))

@@ -1,4 +1,4 @@
-//! The sender's delta cache (`FORMAT.md` §2): the last-sent copy of up to
+//! The sender's delta cache (`docs/FORMAT.md` §2): the last-sent copy of up to
 //! `capacity` pages, keyed by PFN, evicted least-recently-used.
 //!
 //! The index is an [`lru::LruCache`] from PFN to a slot of one contiguous,
@@ -9,9 +9,9 @@
 use crate::page::PageBuf;
 use lru::LruCache;
 
-/// What [`DeltaCache::lookup`] decided for a normal page.
+/// What [`CacheIndex::lookup`] decided for a normal page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// The PFN is cached in this slot (now most recently used): encode
     /// EMPTY or DELTA against it.
     Hit(u32),
@@ -34,6 +34,8 @@ pub(crate) struct CacheIndex {
 }
 
 impl CacheIndex {
+    /// Drops the copy of `pfn` (a raw page was staged); its slot is reused
+    /// by the next miss. Returns whether a copy was dropped.
     pub(crate) fn invalidate(&mut self, pfn: u64) -> bool {
         match self.lru.pop(&pfn) {
             Some(slot) => {
@@ -44,6 +46,7 @@ impl CacheIndex {
         }
     }
 
+    /// Looks `pfn` up for a normal page, promoting it or giving it a slot.
     pub(crate) fn lookup(&mut self, pfn: u64) -> Lookup {
         if let Some(&slot) = self.lru.get(&pfn) {
             return Lookup::Hit(slot);
@@ -62,20 +65,21 @@ impl CacheIndex {
     }
 }
 
+/// Most pages a cache may hold: slots are numbered with `u32`, and a
+/// cache larger than 2^28 pages (1 TiB) would outnumber every PFN.
+pub const MAX_CACHE_PAGES: usize = 1 << 28;
+
 /// LRU cache of page copies.
-pub struct DeltaCache {
+pub(crate) struct DeltaCache {
     index: CacheIndex,
     arena: Box<[PageBuf]>,
 }
 
+#[allow(dead_code)] // some accessors serve tests and the lab only
 impl DeltaCache {
-    /// A cache of `capacity` pages (at least 1).
-    pub fn new(capacity: usize) -> DeltaCache {
-        let capacity = capacity.max(1);
-        assert!(
-            capacity <= u32::MAX as usize,
-            "cache capacity exceeds u32 slots"
-        );
+    /// A cache of `capacity` pages (at least 1, at most [`MAX_CACHE_PAGES`]).
+    pub(crate) fn new(capacity: usize) -> DeltaCache {
+        let capacity = capacity.clamp(1, MAX_CACHE_PAGES);
         DeltaCache {
             index: CacheIndex {
                 lru: LruCache::unbounded(),
@@ -88,38 +92,38 @@ impl DeltaCache {
     }
 
     /// Pages the cache holds at most.
-    pub fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.arena.len()
     }
 
     /// Pages cached now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.index.lru.len()
     }
 
     /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.index.lru.is_empty()
     }
 
     /// Whether `pfn` is cached (does not change its recency).
-    pub fn contains(&self, pfn: u64) -> bool {
+    pub(crate) fn contains(&self, pfn: u64) -> bool {
         self.index.lru.contains(&pfn)
     }
 
     /// Drops the cached copy of `pfn` (a raw page was staged); its slot is
     /// reused by the next miss. Returns whether a copy was dropped.
-    pub fn invalidate(&mut self, pfn: u64) -> bool {
+    pub(crate) fn invalidate(&mut self, pfn: u64) -> bool {
         self.index.invalidate(pfn)
     }
 
     /// Looks `pfn` up for a normal page, promoting it or giving it a slot.
-    pub fn lookup(&mut self, pfn: u64) -> Lookup {
+    pub(crate) fn lookup(&mut self, pfn: u64) -> Lookup {
         self.index.lookup(pfn)
     }
 
     /// The cached copy of `pfn`, if any (does not change its recency).
-    pub fn peek(&self, pfn: u64) -> Option<&PageBuf> {
+    pub(crate) fn peek(&self, pfn: u64) -> Option<&PageBuf> {
         self.index
             .lru
             .peek(&pfn)
@@ -127,7 +131,7 @@ impl DeltaCache {
     }
 
     /// The page copy in `slot`.
-    pub fn slot(&self, slot: u32) -> &PageBuf {
+    pub(crate) fn slot(&self, slot: u32) -> &PageBuf {
         &self.arena[slot as usize]
     }
 
@@ -138,7 +142,7 @@ impl DeltaCache {
     }
 
     /// Cached PFNs from most to least recently used.
-    pub fn pfns_by_recency(&self) -> impl Iterator<Item = u64> + '_ {
+    pub(crate) fn pfns_by_recency(&self) -> impl Iterator<Item = u64> + '_ {
         self.index.lru.iter().map(|(&pfn, _)| pfn)
     }
 }

@@ -1,4 +1,4 @@
-//! The staging ring (`FORMAT.md` §3): while the guest is paused, the sender
+//! The staging ring (`docs/FORMAT.md` §3): while the guest is paused, the sender
 //! copies each dirty page into the next slot and nothing else happens;
 //! compression runs after the guest resumes.
 //!

@@ -1,8 +1,10 @@
-//! Guest memory on the backup: where a receiver applies checkpoints.
+//! Guest memory on the backup: where a receiver commits checkpoints.
 //!
 //! [`SparseMemory`] keeps only pages ever written (unwritten pages read as
 //! zeros); [`ImageFile`] maps a raw image file (page `p` at offset
-//! `p * 4096`) into memory.
+//! `p * 4096`) into memory. A memory sees each verified checkpoint as one
+//! commit: [`GuestMemory::begin_commit`], its pages written through
+//! [`GuestMemory::page_mut`], [`GuestMemory::end_commit`].
 
 use crate::page::PageBuf;
 use ckpt_simd::{Page, PAGE_SIZE};
@@ -11,16 +13,36 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 
-/// Memory a receiver applies checkpoints to.
+/// A checkpoint being committed: which stream and checkpoint the memory
+/// will hold once the commit ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// The stream's identity (its header's id).
+    pub stream_id: u128,
+    /// Pages of the stream's guest.
+    pub guest_pages: u64,
+    /// The checkpoint's sequence number.
+    pub seq: u64,
+    /// The checkpoint's page digest.
+    pub digest: u128,
+}
+
+/// Memory a receiver commits checkpoints to.
 pub trait GuestMemory {
     /// Pages of the guest; PFNs at or past it are rejected before any access.
     fn pages(&self) -> u64;
     /// The page at `pfn` (< `pages()`).
     fn page(&self, pfn: u64) -> &Page;
-    /// The page at `pfn` (< `pages()`), for writing.
+    /// The page at `pfn` (< `pages()`), for writing; only called between
+    /// [`GuestMemory::begin_commit`] and [`GuestMemory::end_commit`].
     fn page_mut(&mut self, pfn: u64) -> &mut Page;
-    /// Makes written pages durable, where that means anything.
-    fn flush(&mut self) -> io::Result<()> {
+    /// A verified checkpoint is about to be written.
+    fn begin_commit(&mut self, _commit: &Commit) -> io::Result<()> {
+        Ok(())
+    }
+    /// Every page of the checkpoint has been written: make it the one the
+    /// memory holds (durably, where that means anything).
+    fn end_commit(&mut self, _commit: &Commit) -> io::Result<()> {
         Ok(())
     }
 }
@@ -120,7 +142,7 @@ impl GuestMemory for ImageFile {
         (&mut self.map[at..at + PAGE_SIZE]).try_into().unwrap()
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn end_commit(&mut self, _commit: &Commit) -> io::Result<()> {
         self.map.flush()
     }
 }
