@@ -3,7 +3,7 @@
 //! else). `ckpt kernels --bench` measures the same matrix in one run with
 //! interleaved repetitions; results/kernels.md holds its latest table.
 
-use ckpt::kernels::{supported, WorkingSet, DENSITIES};
+use ckpt_lab::kernels::{supported, WorkingSet, DENSITIES};
 use ckpt_simd::{Codec, PAGE_SIZE};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;

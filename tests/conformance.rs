@@ -1,7 +1,7 @@
 //! The golden vectors, byte for byte, through every kernel this CPU runs and
 //! through the parallel path.
 
-use ckpt::conformance::{run_case, vector_files};
+use ckpt_lab::conformance::{run_case, vector_files};
 use ckpt_simd::{Codec, Kernel};
 use std::path::Path;
 

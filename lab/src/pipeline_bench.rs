@@ -7,14 +7,12 @@
 //! - Peak resident memory (VmHWM) of a sender and of a receiver, each run in
 //!   a child process of its own, against their budgets.
 
-use crate::Result;
-use ckpt_engine::config::ReceiverConfig;
-use ckpt_engine::memory::ImageFile;
-use ckpt_engine::pipeline::{Sender, SenderOptions};
-use ckpt_engine::receiver::Receiver;
-use ckpt_engine::ring::StagingRing;
-use ckpt_engine::synth::{fill_page, mutate, Rng};
-use ckpt_engine::{BatchCompressor, Chunk, CompressOptions, PageBuf, PageType};
+use crate::synth::{fill_page, mutate, Rng};
+use crate::LabError;
+use ckpt_engine::lab::{BatchEncoder, StagingRing, SEGMENT_PAGES};
+use ckpt_engine::{
+    CompressOptions, ImageFile, Limits, PageBuf, PageType, Receiver, Sender, SenderOptions,
+};
 use ckpt_simd::{Codec, MAX_ENCODED_LEN, PAGE_SIZE};
 use serde::Serialize;
 use std::fs::File;
@@ -49,10 +47,10 @@ fn two_versions(pages: usize, seed: u64) -> (StagingRing, StagingRing) {
 
 /// Median compression times (ms) of an 8196-page batch with 1 and with 2
 /// threads; the two compressors take turns so both see the same machine.
-pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64)> {
+pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64), LabError> {
     let (a, b) = two_versions(PAGES, 0xB17);
     let make = |threads| {
-        BatchCompressor::new(
+        BatchEncoder::new(
             codec,
             &CompressOptions {
                 // Large enough that every page of the batch stays cached.
@@ -63,16 +61,15 @@ pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64)> {
         )
     };
     let mut compressors = [make(1)?, make(2)?];
-    let mut chunk = Chunk::new();
     for c in compressors.iter_mut() {
-        c.compress(&a, &mut chunk); // prime: every page FULL
+        c.compress(&a); // prime: every page FULL
     }
     let mut times = [Vec::new(), Vec::new()];
     for r in 0..2 * reps {
         for (k, c) in compressors.iter_mut().enumerate() {
             let ring = if r % 2 == 0 { &b } else { &a };
             let t = Instant::now();
-            c.compress(ring, &mut chunk);
+            c.compress(ring);
             times[k].push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
@@ -168,7 +165,7 @@ pub const RSS_GUEST: u64 = 1 << 16;
 /// every word changes (the largest output the format allows), and one of
 /// 20000 pages (ring overflow), written to `out`. Page contents are made on
 /// the fly into one buffer, so the guest itself takes no memory here.
-pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64> {
+pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64, LabError> {
     let opts = SenderOptions {
         compress: CompressOptions {
             cache_pages: 8192,
@@ -176,13 +173,10 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64> {
             pin_threads: true,
         },
         ring_pages: PAGES,
-        guest_pages: RSS_GUEST,
+        ..SenderOptions::new(RSS_GUEST)
     };
-    let mut sender = Sender::new(
-        BufWriter::with_capacity(1 << 20, File::create(out)?),
-        codec,
-        &opts,
-    )?;
+    let file = File::create(out).map_err(|e| LabError::file(out, e))?;
+    let mut sender = Sender::new(BufWriter::with_capacity(1 << 20, file), codec, &opts)?;
     let mut page = Box::new([0u8; PAGE_SIZE]);
     sender.begin_checkpoint()?;
     sender.enable_compression()?;
@@ -209,9 +203,11 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64> {
 
 /// Receiver part: applies the sender part's stream to an image file.
 /// Returns the peak RSS and the largest checkpoint payload it buffered.
-pub fn rss_receiver(codec: Codec, stream: &Path, image: &Path) -> Result<(u64, u64)> {
-    let mut rx = Receiver::new(File::open(stream)?, ReceiverConfig::default(), codec)?;
-    let mut memory = ImageFile::open(image, rx.guest_pages())?;
+pub fn rss_receiver(codec: Codec, stream: &Path, image: &Path) -> Result<(u64, u64), LabError> {
+    let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
+    let mut rx = Receiver::new(file, Limits::default(), codec)?;
+    let mut memory =
+        ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
     let mut largest = 0;
     while let Some(info) = rx.next_checkpoint(&mut memory)? {
         largest = largest.max(info.payload_bytes);
@@ -222,48 +218,33 @@ pub fn rss_receiver(codec: Codec, stream: &Path, image: &Path) -> Result<(u64, u
 /// Hostile part: a stream whose header, batches and chunk lengths claim the
 /// most the limits allow, with almost no bytes behind them. Returns the
 /// peak RSS after the receiver rejected it.
-pub fn rss_hostile(codec: Codec, image: &Path) -> Result<u64> {
-    let mut s = ckpt_engine::stream::StreamHeader {
-        guest_pages: RSS_GUEST,
-    }
-    .to_bytes()
-    .to_vec();
-    s.extend_from_slice(b"CKPT");
-    s.extend_from_slice(&0u32.to_le_bytes());
-    s.extend_from_slice(&0u64.to_le_bytes());
-    s.extend_from_slice(&(-13i32).to_le_bytes());
-    s.extend_from_slice(&0i32.to_le_bytes());
-    let d = ckpt_engine::stream::Digest::new();
-    let t = ckpt_engine::stream::Trailer {
-        seq: 0,
-        data_pages: 0,
-        digest: d.finish(),
-    };
-    s.extend_from_slice(&t.to_bytes());
-    s.extend_from_slice(b"CKPT");
-    s.extend_from_slice(&0u32.to_le_bytes());
-    s.extend_from_slice(&1u64.to_le_bytes());
-    s.extend_from_slice(&1i32.to_le_bytes());
-    s.extend_from_slice(&5u64.to_le_bytes());
+pub fn rss_hostile(codec: Codec, image: &Path) -> Result<u64, LabError> {
+    use ckpt_engine::stream::StreamWriter;
+    let header = ckpt_engine::StreamHeader::new(RSS_GUEST);
+    let mut w = StreamWriter::new(Vec::new(), &header)?;
+    w.begin_checkpoint()?;
+    w.enable_compression()?;
+    w.end_checkpoint(0, ckpt_engine::stream::Digest::new().finish())?;
+    w.begin_checkpoint()?;
+    w.pfn_batches(&[5])?;
+    let mut s = w.get_ref().clone();
     s.extend_from_slice(&(-12i32).to_le_bytes());
     s.extend_from_slice(&(64u64 << 20).to_le_bytes()); // 64 MiB claimed, 3 bytes sent
     s.extend_from_slice(&[1, 2, 3]);
-    let mut rx = Receiver::new(&s[..], ReceiverConfig::default(), codec)?;
-    let mut memory = ImageFile::open(image, rx.guest_pages())?;
+    let mut rx = Receiver::new(&s[..], Limits::default(), codec)?;
+    let mut memory =
+        ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
     let first = rx.next_checkpoint(&mut memory)?;
     let second = rx.next_checkpoint(&mut memory);
     if first.is_none() || second.is_ok() {
-        return Err(crate::Error::Other(
-            "hostile stream was not rejected".into(),
-        ));
+        return Err(LabError::Invalid("hostile stream was not rejected".into()));
     }
     Ok(peak_rss_bytes())
 }
 
 /// Memory budget of the sender, as the goal states it.
 pub fn sender_budget(ring_pages: usize, cache_pages: usize) -> u64 {
-    let segments =
-        ring_pages.div_ceil(ckpt_engine::ring::SEGMENT_PAGES) * ckpt_engine::ring::SEGMENT_PAGES;
+    let segments = ring_pages.div_ceil(SEGMENT_PAGES) * SEGMENT_PAGES;
     (segments * PAGE_SIZE + cache_pages * PAGE_SIZE + 2 * ring_pages * MAX_ENCODED_LEN) as u64
         + (32 << 20)
 }
@@ -299,8 +280,80 @@ pub struct PipelineFigures {
     pub receiver_peak_rss: u64,
     /// Receiver budget: image + one checkpoint buffer + 32 MiB.
     pub receiver_budget: u64,
+    /// The largest checkpoint payload the receiver buffered (bytes).
+    pub receiver_largest_checkpoint: u64,
     /// Receiver peak RSS on a hostile stream claiming a 64 MiB chunk.
     pub hostile_peak_rss: u64,
     /// Kernel used.
     pub kernel: String,
+    /// Repetitions behind each median.
+    pub repetitions: usize,
+}
+
+/// Runs the whole measurement: compression with 1 and 2 threads, the floor
+/// on 1 and 2 threads, staging against memcpy, and the peak memory of a
+/// sender, a receiver and a receiver fed a hostile stream, each in a child
+/// process of `exe` (the `ckpt` executable, whose hidden `rss-part` command
+/// runs one part). `step` is told what is being measured.
+pub fn measure(
+    codec: Codec,
+    reps: usize,
+    exe: &Path,
+    mut step: impl FnMut(&str),
+) -> Result<PipelineFigures, LabError> {
+    step("compression with 1 and 2 threads");
+    let (c1, c2) = compress_ms(codec, reps)?;
+    let (f1, f2) = floor_scaling_ms(codec, reps);
+    step("staging against memcpy");
+    let (stage, copy) = staging_vs_memcpy(reps);
+    step("peak memory (child processes)");
+    let dir = std::env::temp_dir().join(format!("ckpt-rss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::file(&dir, e))?;
+    let part = |name: &str| -> Result<Vec<u64>, LabError> {
+        let out = std::process::Command::new(exe)
+            .args(["rss-part", name, "--kernel", codec.kernel().name()])
+            .arg("--stream")
+            .arg(dir.join("stream"))
+            .arg("--image")
+            .arg(dir.join(format!("{name}.img")))
+            .output()
+            .map_err(|e| LabError::file(exe, e))?;
+        if !out.status.success() {
+            return Err(LabError::Invalid(format!(
+                "{name} part failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect())
+    };
+    let figures = (|| {
+        let sender = part("sender")?;
+        let receiver = part("receiver")?;
+        let hostile = part("hostile")?;
+        let (&[s], &[r, largest], &[h]) = (&sender[..], &receiver[..], &hostile[..]) else {
+            return Err(LabError::Invalid("a memory part printed no figure".into()));
+        };
+        Ok(PipelineFigures {
+            compress_1_thread_ms: c1,
+            compress_2_threads_ms: c2,
+            speedup: c1 / c2,
+            floor_speedup: f1 / f2,
+            stage_ms: stage,
+            memcpy_ms: copy,
+            stage_ratio: stage / copy,
+            sender_peak_rss: s,
+            sender_budget: sender_budget(PAGES, 8192),
+            receiver_peak_rss: r,
+            receiver_budget: receiver_budget(RSS_GUEST * PAGE_SIZE as u64, largest),
+            receiver_largest_checkpoint: largest,
+            hostile_peak_rss: h,
+            kernel: codec.kernel().name().into(),
+            repetitions: reps,
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    figures
 }

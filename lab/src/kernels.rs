@@ -11,7 +11,7 @@
 //! it repeats). Kernels and the floor take turns within each repetition;
 //! figures are medians. Throughput counts page bytes (4096 per pair).
 
-use ckpt_engine::synth::{fill_page, mutate, Rng};
+use crate::synth::{fill_page, mutate, Rng};
 use ckpt_engine::PageBuf;
 use ckpt_simd::{Codec, Kernel, MAX_ENCODED_LEN, PAGE_SIZE};
 use serde::Serialize;

@@ -1,11 +1,12 @@
-//! `ckpt record`: checkpoints a live process into a trace file.
+//! A whole recording (`ckpt record`): starts or attaches to the target,
+//! checkpoints it epoch by epoch into a trace file until a stop rule holds,
+//! and ends the target it started.
 
-use crate::{Error, Result};
-use ckpt_engine::record::{EpochStats, Recorder};
-use ckpt_engine::trace::TraceWriter;
+use crate::record::{EpochStats, Recorder};
+use crate::trace::TraceWriter;
+use crate::LabError;
 use ckpt_simd::Codec;
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -28,8 +29,6 @@ pub struct RecordArgs {
     pub command: Vec<String>,
     /// Workload name stored in the trace.
     pub name: String,
-    /// Show a progress bar.
-    pub progress: bool,
 }
 
 /// What a recording measured.
@@ -76,7 +75,7 @@ impl Drop for Target {
         if let Some(child) = &mut self.child {
             // The whole tree: a compiler driver's own children would
             // otherwise run on after it.
-            for p in ckpt_engine::record::process_tree(self.pid, true) {
+            for p in crate::record::process_tree(self.pid, true) {
                 let p = nix::unistd::Pid::from_raw(p);
                 let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGCONT);
                 let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
@@ -86,16 +85,24 @@ impl Drop for Target {
     }
 }
 
-/// Records until the epochs or duration are reached or the target exits.
-pub fn record(args: &RecordArgs, codec: Codec) -> Result<RecordReport> {
+/// Records until the epochs or duration are reached or the target exits,
+/// telling `progress` about each epoch with the time since the start.
+pub fn record(
+    args: &RecordArgs,
+    codec: Codec,
+    progress: &mut dyn FnMut(&EpochStats, Duration),
+) -> Result<RecordReport, LabError> {
     let target = match args.pid {
         Some(pid) => Target { pid, child: None },
         None => {
             let (cmd, rest) = args
                 .command
                 .split_first()
-                .ok_or_else(|| Error::Other("give a command after -- or --pid".into()))?;
-            let child = Command::new(cmd).args(rest).spawn()?;
+                .ok_or_else(|| LabError::Invalid("give a command after -- or --pid".into()))?;
+            let child = Command::new(cmd)
+                .args(rest)
+                .spawn()
+                .map_err(|e| LabError::file(std::path::Path::new(cmd), e))?;
             Target {
                 pid: child.id() as i32,
                 child: Some(child),
@@ -111,23 +118,8 @@ pub fn record(args: &RecordArgs, codec: Codec) -> Result<RecordReport> {
         "compare_kernel": codec.kernel().name(),
     });
     let writer = TraceWriter::create(&args.output, &meta.to_string(), codec)
-        .map_err(|e| Error::Other(e.to_string()))?;
+        .map_err(|e| LabError::trace(&args.output, e))?;
     let mut recorder = Recorder::new(writer, codec, 2);
-    let bar = if args.progress {
-        let b = match args.epochs {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::new(args.duration.map_or(0, |d| d.as_secs())),
-        };
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
     let started = Instant::now();
     let mut report = RecordReport { epochs: Vec::new() };
     loop {
@@ -137,28 +129,15 @@ pub fn record(args: &RecordArgs, codec: Codec) -> Result<RecordReport> {
             break;
         }
         std::thread::sleep(args.epoch);
-        match recorder
-            .epoch(target.pid, args.children, args.epoch)
-            .map_err(|e| Error::Other(e.to_string()))?
-        {
+        match recorder.epoch(target.pid, args.children, args.epoch)? {
             Some(stats) => {
-                bar.set_message(format!(
-                    "pause {:.1} ms, {} dirty pages, {:.0} MiB scanned",
-                    stats.pause.as_secs_f64() * 1e3,
-                    stats.dirty_pages,
-                    stats.scanned_bytes as f64 / (1 << 20) as f64
-                ));
+                progress(&stats, started.elapsed());
                 report.epochs.push(stats);
-                match args.epochs {
-                    Some(_) => bar.inc(1),
-                    None => bar.set_position(started.elapsed().as_secs()),
-                }
             }
             None => break, // the target exited
         }
     }
-    bar.finish_and_clear();
     drop(target);
-    recorder.finish().map_err(|e| Error::Other(e.to_string()))?;
+    recorder.finish()?;
     Ok(report)
 }

@@ -10,13 +10,9 @@
 //! receiver alone, and compares each checkpoint's pages with the trace.
 
 use crate::pipeline_bench::peak_rss_bytes;
-use crate::{Error, Result};
-use ckpt_engine::config::ReceiverConfig;
-use ckpt_engine::memory::{GuestMemory, SparseMemory};
-use ckpt_engine::pipeline::{Sender, SenderOptions};
-use ckpt_engine::receiver::Receiver;
-use ckpt_engine::trace::TraceReader;
-use ckpt_engine::PageBuf;
+use crate::replay::{replay, Checkpoint, Source, TraceSource};
+use crate::LabError;
+use ckpt_engine::{GuestMemory, Latency, PageBuf, Receiver, Sender, SenderOptions, SparseMemory};
 use ckpt_simd::{Codec, PAGE_SIZE};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -34,8 +30,8 @@ pub struct Percentiles {
     pub p999: f64,
 }
 
-fn pct(h: &Histogram<u64>) -> Percentiles {
-    let ms = |q| h.value_at_quantile(q) as f64 / 1e3;
+fn pct(h: &Latency) -> Percentiles {
+    let ms = |q| h.quantile(q).as_secs_f64() * 1e3;
     Percentiles {
         p50: ms(0.5),
         p99: ms(0.99),
@@ -108,79 +104,63 @@ pub struct BenchReport {
 }
 
 /// Replays `trace` and measures it.
-pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchReport> {
-    let terr =
-        |e: ckpt_engine::trace::TraceError| Error::Other(format!("{}: {e}", trace.display()));
-    // Pass 0: the recorded memory's size, for the stream header.
-    let mut reader = TraceReader::open(trace).map_err(terr)?;
-    let meta: serde_json::Value = serde_json::from_str(&reader.meta).unwrap_or_default();
-    while reader.next_epoch().map_err(terr)?.is_some() {}
-    let guest_pages = reader.pages.max(1);
-    drop(reader);
-
+pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchReport, LabError> {
     // Phase 1: send.
+    let mut source = TraceSource::open(trace)?;
+    let meta: serde_json::Value = serde_json::from_str(source.reader().meta()).unwrap_or_default();
+    let guest_pages = source.guest_pages();
     let opts = SenderOptions {
         guest_pages,
         ..opts.clone()
     };
     let mut sender = Sender::new(Vec::new(), codec, &opts)?;
-    let mut reader = TraceReader::open(trace).map_err(terr)?;
     let mut floor = Duration::ZERO;
     let mut floor_copies = Duration::ZERO;
     let mut floor_sink = 0u64;
-    let mut first = true;
     let mut evict = vec![1u8; 96 << 20];
     let (mut changed_words, mut compared_words, mut runs, mut redirtied) = (0u64, 0u64, 0u64, 0u64);
     let mut dirty = Histogram::<u64>::new(3).expect("histogram");
-    while let Some(epoch) = reader.next_epoch().map_err(terr)? {
-        if !first {
-            let _ = dirty.record(epoch.entries.len() as u64);
-            for (n, o) in epoch.new.iter().zip(epoch.old.iter()) {
-                if o.0.iter().all(|&b| b == 0) {
-                    continue; // first appearance (or a zero page): no delta
-                }
-                let (c, r) = change_profile(&n.0, &o.0);
-                changed_words += c;
-                runs += r;
-                compared_words += 1024;
-                redirtied += 1;
-            }
-        }
-        if !first {
-            let (t, sink, t_copies) = floor_in_place(&mut sender, &epoch, &mut evict)?;
-            floor += t;
-            floor_copies += t_copies;
-            floor_sink ^= sink;
-            // The compressor starts from the same state as the floor did.
-            evict_both(&mut sender, &mut evict)?;
-        }
-        sender.begin_checkpoint()?;
-        for (i, &(pfn, ty)) in epoch.entries.iter().enumerate() {
-            sender.page(pfn, ty, Some(&epoch.new[i].0))?;
-        }
-        if first {
-            sender.enable_compression()?;
-        }
-        sender.end_checkpoint()?;
-        // Wait for the pipeline before decoding the next epoch: the bench's
-        // own work (zstd, change profiles) must not compete with the
-        // compress stage for the two cores, and the floor below is measured
-        // with the pipeline idle.
+    let mut checkpoints = 0u64;
+    replay(&mut source, &mut sender, |cp, sender| {
+        // Wait for the pipeline before measuring or decoding the next
+        // epoch: the bench's own work (zstd, change profiles) must not
+        // compete with the compress stage for the two cores, and the floor
+        // below is measured with the pipeline idle.
         sender.sync()?;
-        first = false;
-    }
+        checkpoints += 1;
+        if cp.enable_compression {
+            return Ok(());
+        }
+        let _ = dirty.record(cp.entries.len() as u64);
+        let previous = cp.previous.as_ref().expect("traces know previous contents");
+        for (n, o) in cp.pages.iter().zip(previous.iter()) {
+            if o.0.iter().all(|&b| b == 0) {
+                continue; // first appearance (or a zero page): no delta
+            }
+            let (c, r) = change_profile(&n.0, &o.0);
+            changed_words += c;
+            runs += r;
+            compared_words += 1024;
+            redirtied += 1;
+        }
+        let (t, sink, t_copies) = floor_in_place(sender, cp, &mut evict)?;
+        floor += t;
+        floor_copies += t_copies;
+        floor_sink ^= sink;
+        // The compressor starts from the same state as the floor did.
+        evict_both(sender, &mut evict)
+    })?;
     std::hint::black_box(floor_sink);
     let (stream, sent, lat) = sender.finish()?;
 
     // Phase 2: receive and verify.
-    let mut rx = Receiver::new(&stream[..], ReceiverConfig::default(), codec)?;
+    let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
     let mut memory = SparseMemory::new(guest_pages);
-    let mut reader = TraceReader::open(trace).map_err(terr)?;
+    let mut source = TraceSource::open(trace)?;
     let mut verified = true;
     let mut receive = Duration::ZERO;
-    let mut first_frame = 0;
     let mut index = 0u64;
-    while let Some(epoch) = reader.next_epoch().map_err(terr)? {
+    while let Some(cp) = source.next_checkpoint()? {
         let t = Instant::now();
         let info = rx.next_checkpoint(&mut memory)?;
         let took = t.elapsed();
@@ -188,26 +168,28 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
             verified = false;
             break;
         };
-        if index == 0 {
-            first_frame = info.frame_bytes;
-        } else {
+        if index > 0 {
             receive += took;
         }
-        verified &= epoch
+        let _ = info;
+        verified &= cp
             .entries
             .iter()
-            .zip(epoch.new.iter())
+            .zip(cp.pages.iter())
             .all(|(&(pfn, _), page)| memory.page(pfn) == &page.0);
         index += 1;
     }
-    verified &= rx.next_checkpoint(&mut memory)?.is_none();
+    verified &= rx.next_checkpoint(&mut memory)?.is_none() && index == checkpoints;
     // The whole memory, once more at the end.
-    let store = reader.memory();
+    let store = source.reader().memory();
     verified &= (0..guest_pages).all(|p| store.get(p).is_none_or(|page| memory.page(p) == page));
 
     let compressed_pages = sent.pages - sent.uncompressed;
     let input = compressed_pages * PAGE_SIZE as u64;
-    let output = sent.output_bytes - first_frame - 32 - 16;
+    // The compressed checkpoints' frames: neither the initial image nor the
+    // stream's header and end frame.
+    let framing = (ckpt_engine::stream::HEADER_LEN + ckpt_engine::stream::END_LEN) as u64;
+    let output = sent.output_bytes - sent.uncompressed_output_bytes - framing;
     let gbps = |d: Duration| input as f64 / d.as_secs_f64().max(1e-12) / 1e9;
     let share = |n: u64| n as f64 / compressed_pages.max(1) as f64;
     Ok(BenchReport {
@@ -249,10 +231,10 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
 /// copies of both contents.
 fn floor_in_place(
     sender: &mut Sender<Vec<u8>>,
-    epoch: &ckpt_engine::trace::Epoch,
+    cp: &Checkpoint,
     evict: &mut [u8],
-) -> Result<(Duration, u64, Duration)> {
-    let n = epoch.entries.len();
+) -> Result<(Duration, u64, Duration), LabError> {
+    let n = cp.pages.len();
     let copy = |pages: &[PageBuf]| {
         let mut c = PageBuf::arena(n);
         for (t, p) in c.iter_mut().zip(pages) {
@@ -260,26 +242,26 @@ fn floor_in_place(
         }
         c
     };
-    let old = copy(&epoch.old);
-    let pfns: Vec<u64> = epoch.entries.iter().map(|e| e.0).collect();
+    let old = copy(cp.previous.as_ref().expect("traces know previous contents"));
+    let pfns: Vec<u64> = cp.entries.iter().map(|e| e.0).collect();
 
     evict_both(sender, evict)?;
-    let new = copy(&epoch.new);
-    let (in_place, sink, old) = sender.inspect(move |batch| {
-        let (codec, cache) = (batch.codec(), batch.cache());
+    let new = copy(&cp.pages);
+    let (in_place, sink, old) = sender.inspect(move |compressor| {
+        let codec = compressor.codec();
         let mut sink = 0u64;
         let t = Instant::now();
         for (i, &pfn) in pfns.iter().enumerate() {
-            let prev = cache.peek(pfn).unwrap_or(&old[i]);
+            let prev = compressor.cached(pfn).unwrap_or(&old[i]);
             sink ^= codec.read_floor(&new[i].0, &prev.0);
         }
         (t.elapsed(), sink, old)
     })?;
 
     evict_both(sender, evict)?;
-    let new = copy(&epoch.new);
-    let (copies, sink2) = sender.inspect(move |batch| {
-        let codec = batch.codec();
+    let new = copy(&cp.pages);
+    let (copies, sink2) = sender.inspect(move |compressor| {
+        let codec = compressor.codec();
         let mut sink = 0u64;
         let t = Instant::now();
         for (a, b) in new.iter().zip(old.iter()) {
@@ -292,7 +274,7 @@ fn floor_in_place(
 
 /// Evicts the caches of the compress thread's core (its private levels)
 /// and then of this one (its own and the shared last level).
-fn evict_both(sender: &mut Sender<Vec<u8>>, evict: &mut [u8]) -> Result<()> {
+fn evict_both(sender: &mut Sender<Vec<u8>>, evict: &mut [u8]) -> Result<(), LabError> {
     sender.inspect(|_| {
         let mut private = vec![1u8; 8 << 20];
         evict_caches(&mut private);

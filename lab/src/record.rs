@@ -1,0 +1,946 @@
+//! The recorder: checkpoints a live Linux process the way a Remus primary
+//! checkpoints a guest, and writes what changed to a trace
+//! ([`crate::trace`]).
+//!
+//! Every epoch the target (and, on request, its descendants, so that
+//! processes sharing memory are cut consistently) runs for the epoch's
+//! length and is stopped with SIGSTOP. The pages of its writable mappings
+//! are compared with the copy recorded last time, and it is resumed with
+//! SIGCONT. This kernel has no soft-dirty bits, so pages are compared by
+//! content:
+//! - mappings come from the `PROCMAP_QUERY` ioctl, or `/proc/PID/maps`;
+//! - `/proc/PID/pagemap` skips pages never faulted in (for a shared mapping,
+//!   in any of the processes that map it);
+//! - two threads read the rest, taking chunks of mappings as they become
+//!   free, with large batched `process_vm_readv` calls straight into a
+//!   reused arena;
+//! - each page's keyed 128-bit fingerprint (the SIMD kernels') is compared
+//!   with the one recorded last, so the pause reads only the target's
+//!   memory, never the recorder's copies.
+//!
+//! Pages of shared mappings are keyed by their file and offset, so memory
+//! shared by several processes is recorded once. Changed pages are written
+//! to the trace after the target resumes.
+
+use crate::trace::{TraceError, TraceWriter};
+use ckpt_engine::PageType;
+use ckpt_simd::{Codec, FingerprintKey, Page, PAGE_SIZE};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+use rustc_hash::FxHashMap as HashMap;
+use std::fs::File;
+use std::io::{BufWriter, IoSliceMut};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Why recording stopped with an error.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The trace could not be written.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// A /proc file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Proc {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The target did not stop in time.
+    #[error("process {0} did not stop within a second")]
+    NotStopped(i32),
+    /// Signalling the target failed.
+    #[error("cannot signal process {pid}: {source}")]
+    Signal {
+        /// The process.
+        pid: i32,
+        /// Why.
+        source: nix::Error,
+    },
+}
+
+/// Per-epoch figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EpochStats {
+    /// How long the target was stopped.
+    pub pause: Duration,
+    /// Bytes of memory scanned (read and compared).
+    pub scanned_bytes: u64,
+    /// Pages that changed and were recorded.
+    pub dirty_pages: u64,
+    /// Processes stopped.
+    pub processes: usize,
+    /// Part of the pause spent waiting for every thread to stop.
+    pub stop_wait: Duration,
+    /// Part spent reading mappings and page maps.
+    pub enumerate: Duration,
+    /// Part spent reading and comparing pages.
+    pub compare: Duration,
+    /// Of that, the scan threads' time inside `process_vm_readv`, summed
+    /// over threads.
+    pub read_calls: Duration,
+}
+
+/// A writable mapping of one process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Region {
+    start: u64,
+    end: u64,
+    shared: bool,
+    offset: u64,
+    /// Device of a file mapping: major << 32 | minor.
+    dev: u64,
+    inode: u64,
+}
+
+fn proc_err(path: &str, source: std::io::Error) -> RecordError {
+    RecordError::Proc {
+        path: path.into(),
+        source,
+    }
+}
+
+/// `struct procmap_query` of `linux/fs.h` (Linux 6.11 and later).
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: u64 = 0xC068_6611;
+const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
+const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
+const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
+
+/// The writable mappings of `pid`, asked of the kernel one by one with the
+/// `PROCMAP_QUERY` ioctl, which skips the others and formats no text: a
+/// quarter of the time of reading `/proc/PID/maps` for a process with a
+/// few hundred mappings, inside the pause. `None` when the kernel lacks it.
+fn writable_regions_by_query(pid: i32) -> Option<Result<Vec<Region>, RecordError>> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{pid}/maps");
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return Some(Err(proc_err(&path, e))),
+    };
+    let mut out = Vec::new();
+    let mut addr = 0u64;
+    loop {
+        let mut q = ProcmapQuery {
+            size: std::mem::size_of::<ProcmapQuery>() as u64,
+            query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA | PROCMAP_QUERY_VMA_WRITABLE,
+            query_addr: addr,
+            ..ProcmapQuery::default()
+        };
+        // SAFETY: `q` is a live, writable `struct procmap_query` whose
+        // `size` field gives its size; with no name or build-id buffer
+        // (sizes and addresses zero) the kernel writes only into `q`.
+        let rc = unsafe {
+            nix::libc::ioctl(
+                file.as_raw_fd(),
+                PROCMAP_QUERY as _,
+                &mut q as *mut ProcmapQuery,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(nix::libc::ENOENT) => Some(Ok(out)), // no mapping past addr
+                Some(nix::libc::ENOTTY) | Some(nix::libc::EINVAL) if addr == 0 => None,
+                _ => Some(Err(proc_err(&path, err))),
+            };
+        }
+        out.push(Region {
+            start: q.vma_start,
+            end: q.vma_end,
+            shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
+            offset: q.vma_offset,
+            dev: (q.dev_major as u64) << 32 | q.dev_minor as u64,
+            inode: q.inode,
+        });
+        if q.vma_end <= addr {
+            return Some(Ok(out)); // never loop on a kernel that does not advance
+        }
+        addr = q.vma_end;
+    }
+}
+
+fn writable_regions(pid: i32) -> Result<Vec<Region>, RecordError> {
+    if let Some(r) = writable_regions_by_query(pid) {
+        return r;
+    }
+    writable_regions_from_text(pid)
+}
+
+/// `MAJOR:MINOR` in hex, as `/proc/PID/maps` writes a device.
+fn parse_dev(text: &str) -> u64 {
+    let (major, minor) = text.split_once(':').unwrap_or((text, "0"));
+    let hex = |v: &str| u64::from_str_radix(v, 16).unwrap_or(0);
+    hex(major) << 32 | hex(minor)
+}
+
+fn writable_regions_from_text(pid: i32) -> Result<Vec<Region>, RecordError> {
+    let path = format!("/proc/{pid}/maps");
+    let text = std::fs::read_to_string(&path).map_err(|e| proc_err(&path, e))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let name = f.next().unwrap_or("");
+        if perms.as_bytes().get(1) != Some(&b'w') || name.starts_with("[v") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        out.push(Region {
+            start,
+            end,
+            shared: perms.as_bytes().get(3) == Some(&b's'),
+            offset: u64::from_str_radix(offset, 16).unwrap_or(0),
+            dev: parse_dev(dev),
+            inode: inode.parse().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// `pid` and, when `children`, every descendant.
+pub fn process_tree(pid: i32, children: bool) -> Vec<i32> {
+    let mut pids = vec![pid];
+    if !children {
+        return pids;
+    }
+    let mut parent: Vec<(i32, i32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                // The command name may hold spaces; fields resume after ')'.
+                if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
+                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok())
+                    {
+                        parent.push((p, ppid));
+                    }
+                }
+            }
+        }
+    }
+    let mut i = 0;
+    while i < pids.len() {
+        let p = pids[i];
+        pids.extend(parent.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        i += 1;
+    }
+    pids
+}
+
+/// True when every thread of `pid` is stopped (or the process is gone).
+fn stopped(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    dir.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|x| x.1.split_whitespace().next().map(String::from))
+            })
+            .is_none_or(|state| matches!(state.as_str(), "T" | "t" | "Z" | "X"))
+    })
+}
+
+/// A stretch of one writable mapping, the unit the scan threads share.
+struct Piece {
+    pid: i32,
+    pagemap: std::sync::Arc<File>,
+    /// Address of the piece's first page.
+    start: u64,
+    /// PFNs of the whole mapping; the piece is `first..first + len`.
+    pfns: std::sync::Arc<[u32]>,
+    first: usize,
+    len: usize,
+    /// The same pages as mapped by other processes of the cut (a shared
+    /// mapping): their page maps, and the piece's address there. A page
+    /// is read if any of the processes has it present.
+    aliases: Vec<(std::sync::Arc<File>, u64)>,
+}
+
+/// Pages per [`Piece`]: one `process_vm_readv` batch at most.
+const PIECE_PAGES: usize = BATCH_PAGES;
+
+/// Pieces of one process at most this many pages apart share a read of the
+/// page map (the gap's entries are read and ignored)...
+const MAP_GAP_PAGES: u64 = 64;
+/// ...as long as the read covers at most this many pages.
+const MAP_SPAN_PAGES: u64 = 1024;
+
+/// Mapped pages per chunk of work a scan thread takes.
+const CHUNK_PAGES: usize = 1024;
+
+/// Where a page's bytes are: one run of pages of one process.
+struct Run {
+    pid: i32,
+    addr: u64,
+    pfns: Vec<u32>,
+}
+
+/// Records a process tree into a trace.
+pub struct Recorder {
+    writer: TraceWriter<BufWriter<File>>,
+    codec: Codec,
+    /// Fingerprint of every page as last recorded, by PFN (a page never
+    /// recorded counts as zero): the scan compares these, not the copies,
+    /// so it reads only the target's memory.
+    prints: Vec<u128>,
+    key: FingerprintKey,
+    zero_print: u128,
+    keys: HashMap<(u8, u64, u64, u64), u32>,
+    region_pfns: HashMap<(i32, Region), std::sync::Arc<[u32]>>,
+    seen: Vec<bool>,
+    threads: usize,
+    /// Per scan thread: changed pages of the last epoch (kept across
+    /// epochs so that their memory is reused, not faulted in anew).
+    found: Vec<Found>,
+}
+
+/// Changed pages one scan thread found. Pages are read straight into free
+/// slots of `pages`, blocks of [`BLOCK_PAGES`] pages that never move once
+/// allocated; a changed page keeps its slot, an unchanged one gives it back
+/// for the next read, so no page is copied and unchanged pages keep
+/// reusing the same, cached, slots. The blocks are kept across epochs and
+/// grown, faulted in, between pauses ([`Found::reserve`]), so that a pause
+/// neither faults memory in nor moves an arena to grow it.
+#[derive(Default)]
+struct Found {
+    pfns: Vec<u32>,
+    prints: Vec<u128>,
+    /// The slot each found page was read into.
+    slots: Vec<u32>,
+    pages: Vec<Box<[ckpt_engine::PageBuf]>>,
+    /// Slots to read into.
+    free: Vec<u32>,
+    /// Slots of the batch being read.
+    batch: Vec<u32>,
+    /// Time spent inside `process_vm_readv` this epoch.
+    read: Duration,
+    /// Pages read this epoch.
+    scanned: u64,
+}
+
+impl Found {
+    fn clear(&mut self) {
+        self.pfns.clear();
+        self.prints.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.free
+            .extend((0..(self.pages.len() * BLOCK_PAGES) as u32).rev());
+        self.read = Duration::ZERO;
+        self.scanned = 0;
+    }
+
+    /// Takes `n` free slots, in ascending order, into `self.batch`.
+    fn take_slots(&mut self, n: usize) {
+        while self.free.len() < n {
+            let first = (self.pages.len() * BLOCK_PAGES) as u32;
+            self.pages.push(ckpt_engine::PageBuf::arena(BLOCK_PAGES));
+            self.free.extend((first..first + BLOCK_PAGES as u32).rev());
+        }
+        self.batch.clear();
+        let at = self.free.len() - n;
+        self.batch.extend(self.free.drain(at..));
+        self.batch.sort_unstable();
+    }
+
+    fn slot(&self, slot: u32) -> &Page {
+        let s = slot as usize;
+        &self.pages[s / BLOCK_PAGES][s % BLOCK_PAGES].0
+    }
+
+    /// The `k`th page found this epoch.
+    fn page(&self, k: usize) -> &Page {
+        self.slot(self.slots[k])
+    }
+
+    /// Makes room, faulted in, for twice as many pages as this epoch found
+    /// and at least [`SPARE_PAGES`] more, so that the next pause rarely
+    /// allocates: a page fault costs more than reading the page.
+    fn reserve(&mut self) {
+        let len = self.slots.len();
+        let want = (2 * len).max(len + SPARE_PAGES).div_ceil(BLOCK_PAGES);
+        while self.pages.len() < want {
+            let mut block = ckpt_engine::PageBuf::arena(BLOCK_PAGES);
+            for page in block.iter_mut() {
+                page.0[0] = 1; // fault each page in now, not in a pause
+            }
+            self.pages.push(block);
+        }
+    }
+}
+
+const BATCH_PAGES: usize = 256;
+
+/// Pages per block of a [`Found`] arena.
+const BLOCK_PAGES: usize = 256;
+
+/// Pages a [`Found`] arena keeps ready beyond the last epoch's (8 MiB).
+const SPARE_PAGES: usize = 2048;
+
+impl Recorder {
+    /// A recorder writing to `writer`, comparing with `codec`'s kernel.
+    pub fn new(writer: TraceWriter<BufWriter<File>>, codec: Codec, threads: usize) -> Recorder {
+        let key = FingerprintKey::random();
+        let zero_print = codec.fingerprint(&ZERO, &key);
+        Recorder {
+            writer,
+            codec,
+            prints: Vec::new(),
+            key,
+            zero_print,
+            keys: HashMap::default(),
+            region_pfns: HashMap::default(),
+            seen: Vec::new(),
+            threads: threads.max(1),
+            found: Vec::new(),
+        }
+    }
+
+    fn pfn_for(&mut self, key: (u8, u64, u64, u64)) -> u32 {
+        let next = self.keys.len() as u32;
+        *self.keys.entry(key).or_insert(next)
+    }
+
+    /// PFNs of every page of a region (at least; the list may run past its
+    /// end), stable across epochs. The list is kept per mapping start, so
+    /// a heap that grows only gets PFNs for its new pages.
+    fn pfns(&mut self, pid: i32, r: &Region) -> std::sync::Arc<[u32]> {
+        let key = (
+            pid,
+            Region {
+                end: r.start,
+                ..r.clone()
+            },
+        );
+        let pages = ((r.end - r.start) / PAGE_SIZE as u64) as usize;
+        let known = match self.region_pfns.get(&key) {
+            Some(v) if v.len() >= pages => return v.clone(),
+            Some(v) => v.to_vec(),
+            None => Vec::new(),
+        };
+        let dev = r.dev;
+        let mut v = known;
+        for i in v.len()..pages {
+            let at = (i * PAGE_SIZE) as u64;
+            let pfn = if r.shared {
+                self.pfn_for((1, dev, r.inode, r.offset + at))
+            } else {
+                self.pfn_for((0, pid as u64, r.start + at, 0))
+            };
+            v.push(pfn);
+        }
+        let v: std::sync::Arc<[u32]> = v.into();
+        self.region_pfns.insert(key, v.clone());
+        v
+    }
+
+    /// The writable mappings of `pid` as pieces of at most [`PIECE_PAGES`]
+    /// pages, for the scan threads to share. A shared mapping already taken
+    /// from another process of this epoch (same file, offset and length) is
+    /// read through that process; this one's page map joins its pieces as
+    /// an alias, since a shared page may be present in one process's page
+    /// tables and not in another's.
+    fn pieces(
+        &mut self,
+        pid: i32,
+        shared_seen: &mut HashMap<(u64, u64, u64, u64), usize>,
+        out: &mut Vec<Piece>,
+    ) -> Result<(), RecordError> {
+        let regions = writable_regions(pid)?;
+        let path = format!("/proc/{pid}/pagemap");
+        let pagemap = std::sync::Arc::new(File::open(&path).map_err(|e| proc_err(&path, e))?);
+        for r in &regions {
+            let pages = ((r.end - r.start) / PAGE_SIZE as u64) as usize;
+            if r.shared {
+                let key = (r.dev, r.inode, r.offset, r.end - r.start);
+                if let Some(&at) = shared_seen.get(&key) {
+                    // Read once, through the first process that maps it.
+                    for (k, piece) in out[at..]
+                        .iter_mut()
+                        .take(pages.div_ceil(PIECE_PAGES))
+                        .enumerate()
+                    {
+                        let start = r.start + (k * PIECE_PAGES * PAGE_SIZE) as u64;
+                        piece.aliases.push((pagemap.clone(), start));
+                    }
+                    continue;
+                }
+                shared_seen.insert(key, out.len());
+            }
+            let pfns = self.pfns(pid, r);
+            for first in (0..pages).step_by(PIECE_PAGES) {
+                out.push(Piece {
+                    pid,
+                    pagemap: pagemap.clone(),
+                    start: r.start + (first * PAGE_SIZE) as u64,
+                    pfns: pfns.clone(),
+                    first,
+                    len: PIECE_PAGES.min(pages - first),
+                    aliases: Vec::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One epoch: stop, scan, resume, write. Returns `None` once the target
+    /// has exited.
+    pub fn epoch(
+        &mut self,
+        root: i32,
+        children: bool,
+        run: Duration,
+    ) -> Result<Option<EpochStats>, RecordError> {
+        let pids = process_tree(root, children);
+        let t = Instant::now();
+        for &p in &pids {
+            match kill(Pid::from_raw(p), Signal::SIGSTOP) {
+                Ok(()) => {}
+                Err(nix::Error::ESRCH) if p == root => return Ok(None),
+                Err(nix::Error::ESRCH) => {}
+                Err(source) => return Err(RecordError::Signal { pid: p, source }),
+            }
+        }
+        let result = self.scan(&pids, t);
+        for &p in &pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
+        }
+        let pause = t.elapsed();
+        let mut stats = match result {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        stats.pause = pause;
+        // Written while the target runs again.
+        let mut pages: Vec<(u64, PageType, &Page)> = self
+            .found
+            .iter()
+            .flat_map(|f| {
+                f.pfns
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, &pfn)| (pfn, f.page(k)))
+            })
+            .map(|(pfn, p)| (pfn as u64, PageType::Normal, p))
+            .collect();
+        pages.sort_unstable_by_key(|p| p.0);
+        // Two processes mapping overlapping (not identical) stretches of a
+        // shared file read the same page twice, at the same cut.
+        pages.dedup_by_key(|p| p.0);
+        self.writer
+            .epoch(&pages, pause.as_nanos() as u64, run.as_nanos() as u64)?;
+        for &(pfn, _, _) in &pages {
+            if self.seen.len() <= pfn as usize {
+                self.seen.resize(pfn as usize + 1, false);
+            }
+            self.seen[pfn as usize] = true;
+        }
+        for f in self.found.iter_mut() {
+            f.reserve();
+        }
+        for f in &self.found {
+            for (&pfn, &print) in f.pfns.iter().zip(&f.prints) {
+                if self.prints.len() <= pfn as usize {
+                    self.prints.resize(pfn as usize + 1, self.zero_print);
+                }
+                self.prints[pfn as usize] = print;
+            }
+        }
+        Ok(Some(stats))
+    }
+
+    fn scan(&mut self, pids: &[i32], started: Instant) -> Result<Option<EpochStats>, RecordError> {
+        for &p in pids {
+            while !stopped(p) {
+                if started.elapsed() > Duration::from_secs(1) {
+                    return Err(RecordError::NotStopped(p));
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        let stop_wait = started.elapsed();
+        let t_enum = Instant::now();
+        let mut pieces = Vec::new();
+        let mut shared_seen = HashMap::default();
+        for &p in pids {
+            match self.pieces(p, &mut shared_seen, &mut pieces) {
+                Ok(()) => {}
+                Err(_) if p != pids[0] => {} // a child that exited
+                Err(_) => return Ok(None),
+            }
+        }
+        let enumerate = t_enum.elapsed();
+        let t_cmp = Instant::now();
+        let prints = Prints {
+            known: &self.prints,
+            zero: self.zero_print,
+            key: &self.key,
+            codec: self.codec,
+        };
+        let seen = &self.seen[..];
+        let threads = self.threads.min(pieces.len()).max(1);
+        if self.found.len() < threads {
+            self.found.resize_with(threads, Found::default);
+        }
+        self.found.iter_mut().for_each(Found::clear);
+        // Nearby pieces of one process (a library's data and bss, say) form
+        // a group whose page map is read at once. Groups are taken in
+        // chunks by whichever thread is free, this one included, so that a
+        // thread that starts late (a woken core) or meets more changed
+        // pages does not hold the others up.
+        let chunks = chunk_groups(&pieces, group_pieces(&pieces));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (pieces, chunks, next) = (&pieces, &chunks, &next);
+        let (here, others) = self.found[..threads].split_at_mut(1);
+        std::thread::scope(|s| {
+            for found in others.iter_mut() {
+                s.spawn(move || scan_groups(pieces, chunks, next, seen, prints, found));
+            }
+            scan_groups(pieces, chunks, next, seen, prints, &mut here[0]);
+        });
+        let total: u64 = self.found.iter().map(|f| f.scanned).sum();
+        let dirty = self.found.iter().map(|f| f.pfns.len() as u64).sum();
+        Ok(Some(EpochStats {
+            pause: Duration::ZERO,
+            scanned_bytes: total * PAGE_SIZE as u64,
+            dirty_pages: dirty,
+            processes: pids.len(),
+            stop_wait,
+            enumerate,
+            compare: t_cmp.elapsed(),
+            read_calls: self.found.iter().map(|f| f.read).sum(),
+        }))
+    }
+
+    /// Ends the trace.
+    pub fn finish(self) -> Result<(), RecordError> {
+        self.writer.finish()?;
+        Ok(())
+    }
+}
+
+static ZERO: Page = [0u8; PAGE_SIZE];
+
+/// Most remote ranges in one `process_vm_readv` call (the kernel's IOV_MAX).
+const MAX_IOV: usize = 1024;
+
+/// What the scan compares with: the fingerprints of the pages as last
+/// recorded.
+#[derive(Clone, Copy)]
+struct Prints<'a> {
+    known: &'a [u128],
+    zero: u128,
+    key: &'a FingerprintKey,
+    codec: Codec,
+}
+
+/// Reads the page map of each piece, then its pages worth reading (present
+/// now, or recorded before) in runs, many runs per system call, and keeps
+/// in `found` those whose fingerprint differs from the one last recorded (a
+/// page never recorded counts as zero).
+fn group_pieces(pieces: &[Piece]) -> Vec<std::ops::Range<usize>> {
+    let page_of = |p: &Piece| p.start / PAGE_SIZE as u64;
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        let first = &pieces[i];
+        let mut end = page_of(first) + first.len as u64;
+        let mut j = i + 1;
+        while j < pieces.len()
+            && same_aliases(first, &pieces[j])
+            && pieces[j].pid == first.pid
+            && page_of(&pieces[j]) >= end
+            && page_of(&pieces[j]) - end <= MAP_GAP_PAGES
+            && page_of(&pieces[j]) + pieces[j].len as u64 - page_of(first) <= MAP_SPAN_PAGES
+        {
+            end = page_of(&pieces[j]) + pieces[j].len as u64;
+            j += 1;
+        }
+        groups.push(i..j);
+        i = j;
+    }
+    groups
+}
+
+/// Whether `b`'s aliases are `a`'s, at the same distance: one read of each
+/// alias's page map then covers both pieces.
+fn same_aliases(a: &Piece, b: &Piece) -> bool {
+    a.aliases.len() == b.aliases.len()
+        && a.aliases
+            .iter()
+            .zip(&b.aliases)
+            .all(|((fa, sa), (fb, sb))| {
+                std::sync::Arc::ptr_eq(fa, fb)
+                    && sb.wrapping_sub(*sa) == b.start.wrapping_sub(a.start)
+            })
+}
+
+/// Reads one page-map entry per page from `file`, starting at page `page`.
+fn read_pagemap(file: &File, page: u64, raw: &mut Vec<u8>, pages: usize) -> bool {
+    raw.resize(pages * 8, 0);
+    file.read_exact_at(raw, page * 8).is_ok()
+}
+
+/// Reads the page maps of the groups of pieces, then their pages worth
+/// reading (present now in any process mapping them, or recorded before)
+/// in runs, many runs per system call, and keeps in `found` those whose
+/// fingerprint differs from the one last recorded (a page never recorded
+/// counts as zero).
+/// Consecutive groups joined into chunks of about [`CHUNK_PAGES`] mapped
+/// pages (and at most [`MAX_IOV`] groups), the unit the threads take.
+fn chunk_groups(
+    pieces: &[Piece],
+    groups: Vec<std::ops::Range<usize>>,
+) -> Vec<Vec<std::ops::Range<usize>>> {
+    let mut chunks = Vec::new();
+    let mut cur = Vec::new();
+    let mut pages = 0;
+    for g in groups {
+        pages += pieces[g.clone()].iter().map(|p| p.len).sum::<usize>();
+        cur.push(g);
+        if pages >= CHUNK_PAGES || cur.len() == MAX_IOV {
+            chunks.push(std::mem::take(&mut cur));
+            pages = 0;
+        }
+    }
+    if !cur.is_empty() {
+        chunks.push(cur);
+    }
+    chunks
+}
+
+fn scan_groups(
+    pieces: &[Piece],
+    chunks: &[Vec<std::ops::Range<usize>>],
+    next: &std::sync::atomic::AtomicUsize,
+    seen: &[bool],
+    prints: Prints<'_>,
+    found: &mut Found,
+) {
+    while let Some(chunk) = chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+        scan_chunk(pieces, chunk, seen, prints, found);
+    }
+}
+
+fn scan_chunk(
+    pieces: &[Piece],
+    groups: &[std::ops::Range<usize>],
+    seen: &[bool],
+    prints: Prints<'_>,
+    found: &mut Found,
+) {
+    let page_of = |p: &Piece| p.start / PAGE_SIZE as u64;
+    let (mut raw, mut alias_raw) = (Vec::new(), Vec::new());
+    // First every page map, then the reads: runs of many small mappings of
+    // one process share a system call.
+    let mut runs: Vec<Run> = Vec::new();
+    for group in groups {
+        let group = &pieces[group.clone()];
+        let (first, last) = (&group[0], &group[group.len() - 1]);
+        let span = (page_of(last) + last.len as u64 - page_of(first)) as usize;
+        if !read_pagemap(&first.pagemap, page_of(first), &mut raw, span) {
+            continue;
+        }
+        // A page recorded before is read anyway: other processes' page maps
+        // matter only while some page is neither present here nor known.
+        let unknown = |raw: &[u8]| {
+            group.iter().any(|piece| {
+                let at = (page_of(piece) - page_of(first)) as usize;
+                piece.pfns[piece.first..piece.first + piece.len]
+                    .iter()
+                    .enumerate()
+                    .any(|(k, &pfn)| {
+                        raw[(at + k) * 8 + 7] & 0x80 == 0
+                            && !seen.get(pfn as usize).copied().unwrap_or(false)
+                    })
+            })
+        };
+        for (file, start) in &first.aliases {
+            if !unknown(&raw) {
+                break;
+            }
+            if read_pagemap(file, start / PAGE_SIZE as u64, &mut alias_raw, span) {
+                for (a, b) in raw.chunks_exact_mut(8).zip(alias_raw.chunks_exact(8)) {
+                    a[7] |= b[7] & 0x80; // the present bit, bit 63
+                }
+            }
+        }
+        for piece in group {
+            let at = (page_of(piece) - page_of(first)) as usize;
+            let mut cur: Option<Run> = None;
+            let pfns = &piece.pfns[piece.first..piece.first + piece.len];
+            for (k, &pfn) in pfns.iter().enumerate() {
+                let wanted = raw[(at + k) * 8 + 7] & 0x80 != 0
+                    || seen.get(pfn as usize).copied().unwrap_or(false);
+                let addr = piece.start + (k * PAGE_SIZE) as u64;
+                match (&mut cur, wanted) {
+                    (Some(run), true) => run.pfns.push(pfn),
+                    (_, true) => {
+                        runs.extend(cur.take());
+                        cur = Some(Run {
+                            pid: piece.pid,
+                            addr,
+                            pfns: vec![pfn],
+                        });
+                    }
+                    (_, false) => runs.extend(cur.take()),
+                }
+            }
+            runs.extend(cur);
+        }
+    }
+    found.scanned += runs.iter().map(|r| r.pfns.len() as u64).sum::<u64>();
+    let mut batch: Vec<&Run> = Vec::with_capacity(MAX_IOV);
+    let mut pages = 0;
+    for run in &runs {
+        if !batch.is_empty()
+            && (pages + run.pfns.len() > BATCH_PAGES
+                || batch.len() == MAX_IOV
+                || batch[0].pid != run.pid)
+        {
+            read_batch(&batch, prints, found);
+            batch.clear();
+            pages = 0;
+        }
+        batch.push(run);
+        pages += run.pfns.len();
+    }
+    read_batch(&batch, prints, found);
+}
+
+/// One `process_vm_readv` for a batch of runs of one process, straight
+/// into `found`, then the comparison, keeping changed pages in place. A
+/// range that went away mid-read ends the call early; the runs after it
+/// are read one by one.
+fn read_batch(batch: &[&Run], prints: Prints<'_>, found: &mut Found) {
+    let Some(first) = batch.first() else { return };
+    let remote: Vec<RemoteIoVec> = batch
+        .iter()
+        .map(|r| RemoteIoVec {
+            base: r.addr as usize,
+            len: r.pfns.len() * PAGE_SIZE,
+        })
+        .collect();
+    let total: usize = batch.iter().map(|r| r.pfns.len()).sum();
+    found.take_slots(total);
+    let t = Instant::now();
+    let got = {
+        // One local buffer per slot, in the batch's (ascending) order.
+        let mut local: Vec<IoSliceMut<'_>> = Vec::with_capacity(total);
+        let mut want = found.batch.iter().copied().peekable();
+        let skip = found.batch.first().map_or(0, |&s| s as usize / BLOCK_PAGES);
+        for (b, block) in found.pages.iter_mut().enumerate().skip(skip) {
+            let end = ((b + 1) * BLOCK_PAGES) as u32;
+            if want.peek().is_none_or(|&s| s >= end) {
+                continue;
+            }
+            let base = (b * BLOCK_PAGES) as u32;
+            for (i, page) in block.iter_mut().enumerate() {
+                if want.peek() == Some(&(base + i as u32)) {
+                    want.next();
+                    local.push(IoSliceMut::new(&mut page.0));
+                }
+            }
+        }
+        process_vm_readv(Pid::from_raw(first.pid), &mut local, &remote).map_or(0, |n| n / PAGE_SIZE)
+    };
+    found.read += t.elapsed();
+    let pfns = batch.iter().flat_map(|r| r.pfns.iter().copied());
+    for (i, pfn) in pfns.enumerate() {
+        let slot = found.batch[i];
+        if i >= got {
+            found.free.push(slot);
+            continue;
+        }
+        let print = prints.codec.fingerprint(found.slot(slot), prints.key);
+        let old = prints
+            .known
+            .get(pfn as usize)
+            .copied()
+            .unwrap_or(prints.zero);
+        if print != old {
+            found.pfns.push(pfn);
+            found.prints.push(print);
+            found.slots.push(slot);
+        } else {
+            found.free.push(slot);
+        }
+    }
+    if got < total && batch.len() > 1 {
+        let mut skip = got;
+        for r in batch {
+            let n = r.pfns.len();
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            skip = 0;
+            read_batch(&[*r], prints, found);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_maps_query_and_the_maps_text_agree() {
+        let pid = std::process::id() as i32;
+        let Some(first) = writable_regions_by_query(pid) else {
+            eprintln!("PROCMAP_QUERY: SKIPPED (this kernel lacks it)");
+            return;
+        };
+        // Other test threads may map memory meanwhile: retry a few times.
+        let mut query = first.unwrap();
+        for _ in 0..5 {
+            let text = writable_regions_from_text(pid).unwrap();
+            if text == query {
+                assert!(!text.is_empty());
+                return;
+            }
+            query = writable_regions_by_query(pid).unwrap().unwrap();
+        }
+        panic!("the two views of the writable mappings differ");
+    }
+}

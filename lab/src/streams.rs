@@ -1,0 +1,185 @@
+//! Stream files on disk: writing checkpoints from a trace or a synthetic
+//! guest into one (`ckpt compress`), committing one to an image file
+//! (`ckpt restore`), and listing one (`ckpt inspect`).
+
+use crate::replay::{replay, Source};
+use crate::LabError;
+use ckpt_engine::stream::Event;
+use ckpt_engine::{
+    CheckpointInfo, Codec, GuestMemory, ImageFile, Limits, ReceiveError, Receiver, SendStats,
+    Sender, SenderOptions, SparseMemory,
+};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Writes every checkpoint of `source` into the stream file `out`.
+pub fn compress(
+    source: &mut dyn Source,
+    out: &Path,
+    codec: Codec,
+    opts: &SenderOptions,
+) -> Result<SendStats, LabError> {
+    let file = File::create(out).map_err(|e| LabError::file(out, e))?;
+    let opts = SenderOptions {
+        guest_pages: source.guest_pages(),
+        ..opts.clone()
+    };
+    let mut sender = Sender::new(BufWriter::with_capacity(1 << 20, file), codec, &opts)?;
+    replay(source, &mut sender, |_, _| Ok(()))?;
+    let (mut file, stats, _) = sender.finish()?;
+    file.flush().map_err(|e| LabError::file(out, e))?;
+    Ok(stats)
+}
+
+/// Outcome of reading a stream to its end or to its first error.
+pub struct RestoreReport {
+    /// Checkpoints committed, in order.
+    pub committed: Vec<CheckpointInfo>,
+    /// Whether the stream ended with its end frame.
+    pub complete: bool,
+    /// The error that stopped it, if any (memory holds the last committed
+    /// checkpoint).
+    pub error: Option<ReceiveError>,
+}
+
+/// Commits a stream file to an image file, checkpoint by checkpoint, each
+/// verified before it touches the image.
+pub fn restore(
+    stream: &Path,
+    image: &Path,
+    limits: Limits,
+    codec: Codec,
+) -> Result<RestoreReport, LabError> {
+    let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
+    let mut rx = Receiver::new(file, limits, codec)?;
+    let mut memory =
+        ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
+    Ok(commit_all(&mut rx, &mut memory, &mut |_| {}))
+}
+
+fn commit_all<R: std::io::Read>(
+    rx: &mut Receiver<R>,
+    memory: &mut dyn GuestMemory,
+    observe: &mut dyn FnMut(&Event),
+) -> RestoreReport {
+    let mut report = RestoreReport {
+        committed: Vec::new(),
+        complete: false,
+        error: None,
+    };
+    loop {
+        match rx.next_checkpoint_observed(memory, observe) {
+            Ok(Some(info)) => report.committed.push(info),
+            Ok(None) => {
+                report.complete = true;
+                break;
+            }
+            Err(e) => {
+                report.error = Some(e);
+                break;
+            }
+        }
+    }
+    report
+}
+
+/// One line of `ckpt inspect` for an event of the stream.
+pub fn event_line(e: &Event) -> String {
+    match e {
+        Event::Checkpoint {
+            offset,
+            seq,
+            compressed,
+        } => format!(
+            "{offset:>12}  checkpoint {seq} ({})",
+            if *compressed {
+                "compressed, Format B"
+            } else {
+                "uncompressed, Format A"
+            }
+        ),
+        Event::Batch {
+            offset,
+            entries,
+            data,
+        } => format!("{offset:>12}    PFN batch: {entries} entries, {data} with data"),
+        Event::Compressed { offset, len } => {
+            format!("{offset:>12}    COMPRESSED_DATA: {len} bytes")
+        }
+        Event::EnableCompression { offset } => format!("{offset:>12}    ENABLE_COMPRESSION"),
+        Event::Toolstack { offset, id } => format!("{offset:>12}    toolstack chunk {id}"),
+        Event::Trailer { offset, trailer } => format!(
+            "{offset:>12}    trailer: {} pages, digest {:032x}",
+            trailer.data_pages, trailer.digest
+        ),
+        Event::End {
+            offset,
+            checkpoints,
+        } => format!("{offset:>12}  end of stream after {checkpoints} checkpoints"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Lists a stream's frames and chunks with their offsets and sizes as they
+/// are read, verifying every checkpoint (committed to an in-memory guest).
+/// Nothing is kept per checkpoint, so a stream of any length costs the
+/// same memory.
+pub fn inspect(
+    stream: &Path,
+    limits: Limits,
+    codec: Codec,
+    out: &mut dyn Write,
+) -> Result<RestoreReport, LabError> {
+    let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
+    let mut rx = Receiver::new(file, limits, codec)?;
+    writeln!(
+        out,
+        "stream header: guest of {} pages, stream id {:032x}",
+        rx.guest_pages(),
+        rx.header().stream_id
+    )?;
+    let mut memory = SparseMemory::new(rx.guest_pages());
+    let mut report = RestoreReport {
+        committed: Vec::new(),
+        complete: false,
+        error: None,
+    };
+    let mut write_error = None;
+    loop {
+        let mut observe = |e: &Event| {
+            if write_error.is_none() {
+                if let Err(err) = writeln!(out, "{}", event_line(e)) {
+                    write_error = Some(err);
+                }
+            }
+        };
+        let r = rx.next_checkpoint_observed(&mut memory, &mut observe);
+        if let Some(e) = write_error.take() {
+            return Err(e.into());
+        }
+        match r {
+            Ok(Some(info)) => {
+                writeln!(
+                    out,
+                    "checkpoint {} verified: {} entries, {} pages ({} full, {} delta, {} empty), {} payload bytes, frame {} bytes",
+                    info.seq, info.entries, info.data_pages, info.full, info.delta, info.empty,
+                    info.payload_bytes, info.frame_bytes
+                )?;
+                report.committed.push(CheckpointInfo {
+                    toolstack: Vec::new(),
+                    ..info
+                });
+            }
+            Ok(None) => {
+                report.complete = true;
+                break;
+            }
+            Err(e) => {
+                report.error = Some(e);
+                break;
+            }
+        }
+    }
+    Ok(report)
+}
