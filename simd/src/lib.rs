@@ -1,7 +1,7 @@
 //! Page codec for Remus-style checkpoint compression.
 //!
 //! One page (4096 bytes) is encoded against its *reference copy* (the bytes the
-//! receiver already holds) as one of three forms, specified in `FORMAT.md`
+//! receiver already holds) as one of three forms, specified in `docs/FORMAT.md`
 //! section 1 ("Page encoding"):
 //!
 //! | form  | bytes                  | meaning                               |
