@@ -26,7 +26,8 @@ use super::ring::{SegmentPool, StagingRing};
 use super::stats::{Latencies, SendStats};
 use crate::page::{entry, PageType, PFN_LIMIT};
 use crate::stream::{
-    toolstack_payload_len, Digest, Limits, StreamHeader, StreamWriter, ToolstackChunk, MAX_BATCH,
+    toolstack_payload_len, Digest, Limits, StreamHeader, StreamWriter, ToolstackChunk, CHUNK_COST,
+    MAX_BATCH, TOOLSTACK_COST,
 };
 use crate::SendError;
 use ckpt_simd::{Codec, Page, MAX_ENCODED_LEN, PAGE_SIZE};
@@ -265,10 +266,13 @@ impl<W: Write + Send + 'static> Sender<W> {
                 limit: self.limits.max_checkpoint_entries,
             });
         }
-        // The most this page can cost the backup's buffer.
+        // The most this page can cost the backup's buffer, counted as the
+        // reader counts it: a page opening a new chunk brings the chunk's
+        // bookkeeping.
         let cost = match (page.is_some(), self.compressed) {
             (false, _) => 0,
             (true, false) => PAGE_SIZE as u64,
+            (true, true) if self.staging.is_empty() => MAX_ENCODED_LEN as u64 + CHUNK_COST,
             (true, true) => MAX_ENCODED_LEN as u64,
         };
         if open.bytes + cost > self.limits.max_checkpoint_bytes {
@@ -328,7 +332,7 @@ impl<W: Write + Send + 'static> Sender<W> {
                 limit: self.limits.max_toolstack_chunks,
             });
         }
-        let cost = payload.len() as u64 + crate::stream::TOOLSTACK_COST;
+        let cost = payload.len() as u64 + TOOLSTACK_COST;
         if open.bytes + cost > self.limits.max_checkpoint_bytes {
             return Err(SendError::Limit {
                 what: "bytes of one checkpoint",
