@@ -2,8 +2,8 @@
 //! benchmark needs to read pages where, and on the core where, the sender
 //! reads them. Nothing a toolstack links depends on them.
 
+use crate::page::PageBuf;
 use crate::send::BatchCompressor;
-use crate::PageBuf;
 use ckpt_simd::Codec;
 
 pub use crate::send::ring::StagingRing;
@@ -48,8 +48,8 @@ impl BatchEncoder {
     /// An encoder with its own cache and worker pool.
     pub fn new(
         codec: Codec,
-        opts: &crate::CompressOptions,
-    ) -> Result<BatchEncoder, crate::SendError> {
+        opts: &crate::send::CompressOptions,
+    ) -> Result<BatchEncoder, crate::error::SendError> {
         Ok(BatchEncoder {
             batch: BatchCompressor::new(codec, opts)?,
             chunk: crate::send::Chunk::new(),

@@ -1,7 +1,6 @@
 //! Checkpoints as a Remus sender hands them to the engine, from a trace or
 //! a synthetic guest, and the one loop that feeds them to a [`Sender`].
 
-use crate::synth::Scenario;
 use crate::trace::{TraceError, TraceReader};
 use crate::LabError;
 use ckpt_engine::{PageBuf, PageType, SendError, Sender};
@@ -91,16 +90,6 @@ impl<R: Read> Source for TraceSource<R> {
             toolstack: Vec::new(),
             enable_compression: std::mem::take(&mut self.first),
         }))
-    }
-}
-
-impl Source for Scenario {
-    fn guest_pages(&self) -> u64 {
-        self.guest().pages()
-    }
-
-    fn next_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
-        Ok(self.next())
     }
 }
 

@@ -4,7 +4,8 @@
 //! densities. Used by the kernel benchmarks, the stream tests and `ckpt compress` without a trace; recorded
 //! traces of real programs are the benchmark of record.
 
-use crate::replay::Checkpoint;
+use crate::replay::{Checkpoint, Source};
+use crate::LabError;
 use ckpt_engine::{PageBuf, PageType};
 use ckpt_simd::{Page, PAGE_SIZE, WORDS_PER_PAGE};
 
@@ -359,5 +360,15 @@ impl Iterator for Scenario {
             Vec::new()
         };
         Some(b.build(toolstack, false))
+    }
+}
+
+impl Source for Scenario {
+    fn guest_pages(&self) -> u64 {
+        self.guest().pages()
+    }
+
+    fn next_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
+        Ok(self.next())
     }
 }

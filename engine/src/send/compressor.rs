@@ -9,8 +9,8 @@
 use super::encode::{BatchCompressor, Chunk, CompressOptions};
 use super::ring::StagingRing;
 use super::stats::FormCounts;
+use crate::error::SendError;
 use crate::page::{PageType, PFN_LIMIT};
-use crate::SendError;
 use ckpt_simd::{Codec, Page};
 
 /// Stages pages and compresses them batch by batch.

@@ -13,9 +13,9 @@ use super::cache::DeltaCache;
 use super::plan::{Decision, Planner, Segment, SlotWaves};
 use super::ring::StagingRing;
 use super::stats::FormCounts;
+use crate::error::SendError;
 use crate::page::PageBuf;
 use crate::stream::{digest_key, page_fingerprint};
-use crate::SendError;
 use ckpt_simd::{ChangeMap, Codec, Form, MAX_ENCODED_LEN, PAGE_SIZE};
 use std::ops::Range;
 

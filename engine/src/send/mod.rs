@@ -4,12 +4,14 @@
 //! - [`cache`]: the delta cache of last-sent copies (§2);
 //! - [`plan`]: every cache decision of a batch, made before encoding (§2);
 //! - [`encode`]: the batch encoded on the worker pool (§1);
-//! - [`sender`]: the pipeline that overlaps staging, encoding and writing;
+//! - [`sender`]: the `Sender`, whose [`pipeline`] overlaps staging, encoding
+//!   and writing;
 //! - [`compressor`]: the page-level front end without a stream.
 
 pub(crate) mod cache;
 mod compressor;
 mod encode;
+mod pipeline;
 mod plan;
 pub(crate) mod ring;
 mod sender;

@@ -4,9 +4,10 @@
 //! Three stages overlap across checkpoints, joined by crossbeam channels:
 //! the caller stages pages (the guest-paused copy) into the staging ring's
 //! segments; a compression thread compresses each staged batch on its
-//! worker pool, hashing every page for the digest while it is hot (see
-//! [`super::encode`]); a writer thread writes the PFN batches,
-//! COMPRESSED_DATA chunks, toolstack chunks, end of body and trailer.
+//! worker pool, fingerprinting every page for the digest while it is hot
+//! (see [`super::encode`]); a writer thread writes the PFN batches,
+//! COMPRESSED_DATA chunks, toolstack chunks, end of body and trailer (see
+//! [`super::pipeline`]).
 //! Staging checkpoint N+1 proceeds while N is compressed and written;
 //! memory stays bounded by the ring's segment pool and two chunk buffers,
 //! since a stage that runs ahead waits for them.
@@ -22,20 +23,21 @@
 
 use super::compressor::check_page;
 use super::encode::{BatchCompressor, Chunk, CompressOptions};
+use super::pipeline::{compress_stage, write_stage, CheckpointEnd, Out, Shared, Work};
 use super::ring::{SegmentPool, StagingRing};
 use super::stats::{Latencies, SendStats};
+use crate::error::SendError;
 use crate::page::{entry, PageType, PFN_LIMIT};
 use crate::stream::{
-    toolstack_payload_len, Digest, Limits, StreamHeader, StreamWriter, ToolstackChunk, CHUNK_COST,
-    MAX_BATCH, TOOLSTACK_COST,
+    toolstack_payload_len, Limits, StreamHeader, ToolstackChunk, CHUNK_COST, MAX_BATCH,
+    TOOLSTACK_COST,
 };
-use crate::SendError;
 use ckpt_simd::{Codec, Page, MAX_ENCODED_LEN, PAGE_SIZE};
-use crossbeam_channel::{bounded, Receiver, Sender as Tx};
+use crossbeam_channel::{bounded, Sender as Tx};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Settings of a [`Sender`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,58 +67,6 @@ impl SenderOptions {
             stream_id: None,
         }
     }
-}
-
-/// What closes a checkpoint's body, passed unchanged from the caller
-/// through the compression stage to the writer.
-struct CheckpointEnd {
-    toolstack: Vec<ToolstackChunk>,
-    enable_compression: bool,
-    started: Instant,
-}
-
-enum Work {
-    Begin {
-        compressed: bool,
-    },
-    Batch {
-        entries: Vec<u64>,
-        ring: StagingRing,
-        compressed: bool,
-    },
-    End(CheckpointEnd),
-    Sync(Tx<()>),
-    #[cfg(feature = "lab")]
-    Inspect(Inspection),
-    Finish,
-}
-
-/// A function run on the compress thread with the compressor at rest.
-#[cfg(feature = "lab")]
-type Inspection = Box<dyn FnOnce(&crate::lab::Inspect<'_>) + Send>;
-
-enum Out {
-    Begin {
-        compressed: bool,
-    },
-    Batch {
-        entries: Vec<u64>,
-        /// Format B: the compressed chunk. Format A: none.
-        chunk: Option<Box<Chunk>>,
-        /// Format A: the pages' fingerprints.
-        hashes: Vec<u128>,
-        ring: StagingRing,
-        compress: Duration,
-    },
-    End(CheckpointEnd),
-    Sync(Tx<()>),
-    Finish,
-}
-
-struct Shared {
-    error: Option<io::Error>,
-    latencies: Latencies,
-    stats: SendStats,
 }
 
 /// The current checkpoint's bookkeeping on the caller's side.
@@ -460,226 +410,4 @@ impl<W: Write + Send + 'static> Drop for Sender<W> {
     fn drop(&mut self) {
         self.join();
     }
-}
-
-fn compress_stage(
-    mut batch: BatchCompressor,
-    rx: Receiver<Work>,
-    tx: Tx<Out>,
-    chunks: Receiver<Chunk>,
-) {
-    for work in rx {
-        let out = match work {
-            #[cfg(feature = "lab")]
-            Work::Inspect(f) => {
-                f(&crate::lab::Inspect::new(&batch));
-                continue;
-            }
-            Work::Begin { compressed } => Out::Begin { compressed },
-            Work::Batch {
-                entries,
-                ring,
-                compressed,
-            } => {
-                if compressed && !ring.is_empty() {
-                    let Ok(mut chunk) = chunks.recv() else { return };
-                    let t = Instant::now();
-                    batch.compress(&ring, &mut chunk);
-                    Out::Batch {
-                        entries,
-                        chunk: Some(Box::new(chunk)),
-                        hashes: Vec::new(),
-                        ring,
-                        compress: t.elapsed(),
-                    }
-                } else {
-                    let mut hashes = Vec::new();
-                    batch.hash_pages(&ring, &mut hashes);
-                    Out::Batch {
-                        entries,
-                        chunk: None,
-                        hashes,
-                        ring,
-                        compress: Duration::ZERO,
-                    }
-                }
-            }
-            Work::End(end) => Out::End(end),
-            Work::Sync(tx) => Out::Sync(tx),
-            Work::Finish => Out::Finish,
-        };
-        if tx.send(out).is_err() {
-            return;
-        }
-    }
-}
-
-/// The writer's state for the checkpoint it is writing.
-#[derive(Default)]
-struct Writing {
-    digest: Digest,
-    compress: Duration,
-    write: Duration,
-    /// Format B: the body is compressed.
-    compressed: bool,
-    /// Stream offset of the frame.
-    start: u64,
-}
-
-fn write_stage<W: Write>(
-    out: W,
-    header: StreamHeader,
-    rx: Receiver<Out>,
-    chunk_back: Tx<Chunk>,
-    shared: Arc<Mutex<Shared>>,
-) -> Option<W> {
-    let fail = |e: io::Error| {
-        let mut s = shared.lock().expect("sender state");
-        if s.error.is_none() {
-            s.error = Some(e);
-        }
-    };
-    let mut w = match StreamWriter::new(out, &header) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            fail(e);
-            None
-        }
-    };
-    let mut cp = Writing::default();
-    for msg in rx {
-        let t = Instant::now();
-        if let Some(writer) = w.as_mut() {
-            if let Err(e) = write_one(writer, &msg, &mut cp, &shared) {
-                fail(e);
-                w = None;
-            }
-        }
-        cp.write += t.elapsed();
-        match msg {
-            Out::Batch { chunk, .. } => {
-                if let Some(c) = chunk {
-                    let _ = chunk_back.send(*c);
-                }
-            }
-            Out::End(CheckpointEnd { started, .. }) => {
-                let mut sh = shared.lock().expect("sender state");
-                if let Some(writer) = &w {
-                    sh.stats.checkpoints += 1;
-                    sh.stats.output_bytes = writer.written();
-                }
-                sh.latencies.compress.record(cp.compress);
-                sh.latencies.write.record(cp.write);
-                sh.latencies.checkpoint.record(started.elapsed());
-            }
-            Out::Finish => {
-                let w = w.take()?;
-                let written = w.written();
-                return match w.finish() {
-                    Ok(out) => {
-                        let mut sh = shared.lock().expect("sender state");
-                        sh.stats.output_bytes = written + crate::stream::END_LEN as u64;
-                        Some(out)
-                    }
-                    Err(e) => {
-                        fail(e);
-                        None
-                    }
-                };
-            }
-            Out::Sync(tx) => {
-                let _ = tx.send(());
-            }
-            Out::Begin { .. } => {}
-        }
-    }
-    None
-}
-
-fn write_one<W: Write>(
-    w: &mut StreamWriter<W>,
-    msg: &Out,
-    cp: &mut Writing,
-    shared: &Mutex<Shared>,
-) -> io::Result<()> {
-    match msg {
-        Out::Begin { compressed } => {
-            *cp = Writing {
-                compressed: *compressed,
-                start: w.written(),
-                ..Writing::default()
-            };
-            w.begin_checkpoint()?;
-        }
-        Out::Batch {
-            entries,
-            chunk,
-            hashes,
-            ring,
-            compress,
-        } => {
-            cp.compress += *compress;
-            let mut s = SendStats {
-                entries: entries.len() as u64,
-                pages: ring.len() as u64,
-                input_bytes: (ring.len() * PAGE_SIZE) as u64,
-                compress_time: *compress,
-                ..Default::default()
-            };
-            let hashes = match chunk {
-                Some(chunk) => {
-                    w.pfn_batches(entries)?;
-                    w.compressed_chunk(chunk.len() as u64, chunk.pieces(ring))?;
-                    s.payload_bytes = chunk.len() as u64;
-                    s.counts = *chunk.counts();
-                    chunk.hashes()
-                }
-                None if ring.is_empty() => {
-                    w.pfn_batches(entries)?;
-                    &[][..]
-                }
-                None => {
-                    // Format A: one batch of at most 1024 entries, its pages' data after it.
-                    w.pfn_batch_with_data(entries, (0..ring.len()).map(|i| ring.page(i)))?;
-                    s.uncompressed = ring.len() as u64;
-                    s.payload_bytes = s.input_bytes;
-                    hashes
-                }
-            };
-            for (e, &h) in ring.entries().iter().zip(hashes) {
-                cp.digest.add(e.pfn, h);
-            }
-            let mut sh = shared.lock().expect("sender state");
-            let st = &mut sh.stats;
-            st.entries += s.entries;
-            st.pages += s.pages;
-            st.input_bytes += s.input_bytes;
-            st.payload_bytes += s.payload_bytes;
-            st.uncompressed += s.uncompressed;
-            st.counts.add(&s.counts);
-            st.compress_time += s.compress_time;
-        }
-        Out::End(CheckpointEnd {
-            toolstack,
-            enable_compression,
-            ..
-        }) => {
-            for t in toolstack {
-                w.toolstack_chunk(t.id, &t.payload)?;
-            }
-            if *enable_compression {
-                w.enable_compression()?;
-            }
-            w.end_checkpoint(cp.digest.pages(), cp.digest.finish())?;
-            if !cp.compressed {
-                shared
-                    .lock()
-                    .expect("sender state")
-                    .stats
-                    .uncompressed_output_bytes += w.written() - cp.start;
-            }
-        }
-        Out::Sync(_) | Out::Finish => {}
-    }
-    Ok(())
 }
