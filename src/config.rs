@@ -64,20 +64,22 @@ impl Default for RecordConfig {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: String,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
-    #[error("invalid config {path}: {message}")]
+    #[error("invalid config {path}")]
     Parse {
         /// The file.
         path: String,
-        /// What is wrong, with its line.
-        message: String,
+        /// What is wrong, with its line and column.
+        #[source]
+        source: toml::de::Error,
     },
 }
 
@@ -88,15 +90,15 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Parse {
+        Config::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.display().to_string(),
-            message,
+            source,
         })
     }
 
     /// Parses configuration text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
     }
 }
 
@@ -125,6 +127,6 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         let e = Config::parse("[engine]\ncache_page = 1\n").unwrap_err();
-        assert!(e.contains("cache_page"), "{e}");
+        assert!(e.to_string().contains("cache_page"), "{e}");
     }
 }

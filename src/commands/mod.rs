@@ -32,7 +32,11 @@ impl Context {
     /// Reads the configuration file, if one is named.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Context> {
         let config = match path {
-            Some(p) => Config::load(p).map_err(|e| Usage(e.to_string()))?,
+            Some(p) => Config::load(p).map_err(|e| {
+                let cause =
+                    std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+                Usage(format!("{e}{cause}"))
+            })?,
             None => Config::default(),
         };
         Ok(Context { config })
