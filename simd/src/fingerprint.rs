@@ -55,6 +55,8 @@ impl FingerprintKey {
 }
 
 impl FingerprintKey {
+    /// The key's words, for the kernels with a fingerprint loop of their own.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn words(&self) -> &[u32; KEY_WORDS] {
         &self.words
     }
