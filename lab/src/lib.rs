@@ -8,7 +8,8 @@
 //! - [`replay`]: checkpoints from either, and the one loop that sends them;
 //! - [`bench`], [`kernels`], [`pipeline_bench`], [`conformance`]: the
 //!   measurements and the golden vectors ([`vectors`]) behind `ckpt`'s
-//!   commands; [`streams`] and [`demo`]: stream files and the built-in run.
+//!   commands; [`streams`] and [`demo`]: stream files and the built-in run;
+//!   [`tune`]: settings measured against each other on this host.
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -24,6 +25,7 @@ pub mod replay;
 pub mod streams;
 pub mod synth;
 pub mod trace;
+pub mod tune;
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
