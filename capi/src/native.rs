@@ -71,12 +71,20 @@ fn receive_status(e: &ReceiveError) -> c_int {
     }
 }
 
+/// Where a sender is in its stream.
+#[derive(Default)]
+struct Progress {
+    /// Checkpoints ended so far.
+    ended: u64,
+    /// A checkpoint is open.
+    open: bool,
+}
+
 /// A stream sender (opaque).
 #[allow(non_camel_case_types)]
 pub struct ckpt_sender {
     inner: Option<Sender<BufWriter<File>>>,
-    /// Checkpoints ended so far.
-    ended: u64,
+    progress: Progress,
     /// Set once a call failed: every later call fails with CKPT_ERR_ORDER.
     failed: bool,
 }
@@ -131,7 +139,7 @@ pub unsafe extern "C" fn ckpt_sender_new(
         match Sender::new(out, Codec::best(), &opts) {
             Ok(s) => Box::into_raw(Box::new(ckpt_sender {
                 inner: Some(s),
-                ended: 0,
+                progress: Progress::default(),
                 failed: false,
             })),
             Err(e) => {
@@ -150,7 +158,7 @@ pub unsafe extern "C" fn ckpt_sender_new(
 unsafe fn with_sender(
     s: *mut ckpt_sender,
     what: &str,
-    f: impl FnOnce(&mut Sender<BufWriter<File>>, &mut u64) -> Result<(), EngineError>,
+    f: impl FnOnce(&mut Sender<BufWriter<File>>, &mut Progress) -> Result<(), EngineError>,
 ) -> c_int {
     // SAFETY: by the contract, a non-NULL `s` is a live sender only this
     // call uses.
@@ -166,9 +174,9 @@ unsafe fn with_sender(
         set_error(format!("{what}: the sender has finished"));
         return CKPT_ERR_ORDER;
     };
-    let ended = &mut s.ended;
+    let progress = &mut s.progress;
     // A panic leaves the pipeline's state unknown: it ends the stream.
-    let status = guard(CKPT_ERR_INTERNAL, || match f(inner, ended) {
+    let status = guard(CKPT_ERR_INTERNAL, || match f(inner, progress) {
         Ok(()) => CKPT_OK,
         Err(e) => {
             set_error(format!("{what}: {e}"));
@@ -189,8 +197,10 @@ unsafe fn with_sender(
 pub unsafe extern "C" fn ckpt_sender_begin_checkpoint(s: *mut ckpt_sender) -> c_int {
     // SAFETY: passed on from this function's contract.
     unsafe {
-        with_sender(s, "ckpt_sender_begin_checkpoint", |tx, _| {
-            tx.begin_checkpoint()
+        with_sender(s, "ckpt_sender_begin_checkpoint", |tx, at| {
+            tx.begin_checkpoint()?;
+            at.open = true;
+            Ok(())
         })
     }
 }
@@ -235,14 +245,18 @@ pub unsafe extern "C" fn ckpt_sender_add_page(
 pub unsafe extern "C" fn ckpt_sender_end_checkpoint(s: *mut ckpt_sender) -> c_int {
     // SAFETY: passed on from this function's contract.
     unsafe {
-        with_sender(s, "ckpt_sender_end_checkpoint", |tx, ended| {
-            if *ended == 0 {
+        with_sender(s, "ckpt_sender_end_checkpoint", |tx, at| {
+            if !at.open {
+                return Err(EngineError::Sequence("end_checkpoint outside a checkpoint"));
+            }
+            if at.ended == 0 {
                 // Remus sends its first checkpoint whole and switches the
                 // receiver to compressed checkpoints with it.
                 tx.enable_compression()?;
             }
             tx.end_checkpoint()?;
-            *ended += 1;
+            at.open = false;
+            at.ended += 1;
             Ok(())
         })
     }

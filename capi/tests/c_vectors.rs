@@ -1,7 +1,8 @@
 //! The drop-in driven from C over every golden vector, as Xen's sender drove
 //! libxc, at many output buffer sizes: byte-exact output, every page decoded
 //! with `xc_compression_uncompress_page` (tests/c/xc_vectors.c says what the
-//! program checks). The program links the static library.
+//! program checks); and a C file that sees libxc's own declarations of the
+//! API beside ckpt.h compiles, links and runs. Both link the static library.
 
 mod common;
 
@@ -83,4 +84,11 @@ fn c_sender_loop_reproduces_every_vector_at_every_buffer_size() {
         );
         eprintln!("{}:\n{stdout}", file.display());
     }
+}
+
+#[test]
+fn header_agrees_with_libxc_declarations() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let exe = compile("tests/c/libxc_decls.c", Link::Static, tmp.path());
+    run_ok(&exe, &[]);
 }
