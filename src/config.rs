@@ -1,7 +1,7 @@
 //! The tool's settings, read from a TOML file (see `ckpt.example.toml`).
 //! Unknown keys are errors, so a misspelt setting never goes unnoticed.
 
-use ckpt_engine::Limits;
+use ckpt_engine::{Limits, SuperpagePolicy};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
@@ -12,8 +12,8 @@ use thiserror::Error;
 pub struct Config {
     /// Sender-side settings.
     pub engine: EngineConfig,
-    /// Receiver-side limits.
-    pub receiver: Limits,
+    /// Receiver-side limits and memory.
+    pub receiver: ReceiverConfig,
     /// Recorder settings.
     pub record: RecordConfig,
 }
@@ -42,6 +42,48 @@ impl Default for EngineConfig {
             cache_pages: 8192,
             ring_pages: 8196,
             pin_threads: true,
+        }
+    }
+}
+
+/// The backup's limits on untrusted input (see `ckpt_engine::Limits`) and
+/// how its guest memory is backed.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// Largest COMPRESSED_DATA payload accepted, in bytes.
+    pub max_chunk_bytes: u64,
+    /// Largest checkpoint accepted, in bytes buffered.
+    pub max_checkpoint_bytes: u64,
+    /// Most PFN entries accepted in one checkpoint.
+    pub max_checkpoint_entries: u64,
+    /// Most toolstack chunks accepted in one checkpoint.
+    pub max_toolstack_chunks: u64,
+    /// How a backup held in memory backs each 2 MiB extent.
+    pub superpages: SuperpagePolicy,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        ReceiverConfig {
+            max_chunk_bytes: l.max_chunk_bytes,
+            max_checkpoint_bytes: l.max_checkpoint_bytes,
+            max_checkpoint_entries: l.max_checkpoint_entries,
+            max_toolstack_chunks: l.max_toolstack_chunks,
+            superpages: SuperpagePolicy::default(),
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// The limits the engine's reader enforces.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_chunk_bytes: self.max_chunk_bytes,
+            max_checkpoint_bytes: self.max_checkpoint_bytes,
+            max_checkpoint_entries: self.max_checkpoint_entries,
+            max_toolstack_chunks: self.max_toolstack_chunks,
         }
     }
 }

@@ -83,8 +83,12 @@ pub mod lab;
 pub use ckpt_simd::{Codec, Kernel, Page, PAGE_SIZE};
 pub use error::SendError;
 pub use page::{PageBuf, PageType};
+pub use receive::extent;
+#[cfg(target_os = "linux")]
+pub use receive::ExtentMemory;
 pub use receive::{
     CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, SparseMemory,
+    SuperpagePolicy, SuperpageReport,
 };
 pub use send::{
     ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,

@@ -12,7 +12,10 @@
 use crate::pipeline_bench::peak_rss_bytes;
 use crate::replay::{replay, Checkpoint, Source, TraceSource};
 use crate::LabError;
-use ckpt_engine::{GuestMemory, Latency, PageBuf, Receiver, Sender, SenderOptions, SparseMemory};
+use ckpt_engine::{
+    GuestMemory, Latency, PageBuf, Receiver, Sender, SenderOptions, SuperpagePolicy,
+    SuperpageReport,
+};
 use ckpt_simd::{Codec, PAGE_SIZE};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -101,10 +104,20 @@ pub struct BenchReport {
     pub verified: bool,
     /// Peak resident memory of this process.
     pub peak_rss_bytes: u64,
+    /// How the receiver's memory was backed: the superpage policy, 2 MiB
+    /// extents and 4 KiB pages allocated, extents broken, and the share of
+    /// fully written extents the kernel really backs with huge pages.
+    #[serde(flatten)]
+    pub superpages: Option<SuperpageReport>,
 }
 
 /// Replays `trace` and measures it.
-pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchReport, LabError> {
+pub fn run(
+    trace: &Path,
+    codec: Codec,
+    opts: &SenderOptions,
+    superpages: SuperpagePolicy,
+) -> Result<BenchReport, LabError> {
     // Phase 1: send.
     let mut source = TraceSource::open(trace)?;
     let meta: serde_json::Value = serde_json::from_str(source.reader().meta()).unwrap_or_default();
@@ -155,7 +168,7 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
 
     // Phase 2: receive and verify.
     let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
-    let mut memory = SparseMemory::new(guest_pages);
+    let mut memory = BackupMemory::new(guest_pages, superpages)?;
     let mut source = TraceSource::open(trace)?;
     let mut verified = true;
     let mut receive = Duration::ZERO;
@@ -220,7 +233,32 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
         threads: opts.compress.threads,
         verified,
         peak_rss_bytes: peak_rss_bytes(),
+        superpages: superpage_report(&memory),
     })
+}
+
+/// The backup's memory for the bench: by 2 MiB extent under a superpage
+/// policy where the kernel has huge pages to give (Linux), else sparse.
+#[cfg(target_os = "linux")]
+struct BackupMemory;
+
+#[cfg(target_os = "linux")]
+impl BackupMemory {
+    #[allow(clippy::new_ret_no_self)]
+    fn new(pages: u64, policy: SuperpagePolicy) -> Result<ckpt_engine::ExtentMemory, LabError> {
+        Ok(ckpt_engine::ExtentMemory::new(pages, policy)?)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+struct BackupMemory;
+
+#[cfg(not(target_os = "linux"))]
+impl BackupMemory {
+    #[allow(clippy::new_ret_no_self)]
+    fn new(pages: u64, _policy: SuperpagePolicy) -> Result<ckpt_engine::SparseMemory, LabError> {
+        Ok(ckpt_engine::SparseMemory::new(pages))
+    }
 }
 
 /// The memory floor of one epoch: on the compress thread, reads each dirty
@@ -307,4 +345,14 @@ pub fn change_profile(new: &ckpt_simd::Page, old: &ckpt_simd::Page) -> (u64, u64
         }
     }
     (changed, runs)
+}
+
+#[cfg(target_os = "linux")]
+fn superpage_report(memory: &ckpt_engine::ExtentMemory) -> Option<SuperpageReport> {
+    memory.report().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn superpage_report(_: &ckpt_engine::SparseMemory) -> Option<SuperpageReport> {
+    None
 }

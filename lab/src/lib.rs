@@ -9,7 +9,8 @@
 //! - [`bench`], [`kernels`], [`pipeline_bench`], [`conformance`]: the
 //!   measurements and the golden vectors ([`vectors`]) behind `ckpt`'s
 //!   commands; [`streams`] and [`demo`]: stream files and the built-in run;
-//!   [`tune`]: settings measured against each other on this host.
+//!   [`tune`]: settings measured against each other on this host;
+//!   `restore_bench` (Linux): restore and read speed per superpage policy.
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -22,6 +23,8 @@ pub mod record;
 #[cfg(target_os = "linux")]
 pub mod record_session;
 pub mod replay;
+#[cfg(target_os = "linux")]
+pub mod restore_bench;
 pub mod streams;
 pub mod synth;
 pub mod trace;

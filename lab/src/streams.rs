@@ -117,6 +117,9 @@ pub fn event_line(e: &Event) -> String {
             offset,
             checkpoints,
         } => format!("{offset:>12}  end of stream after {checkpoints} checkpoints"),
+        Event::Verified { offset, seq } => {
+            format!("{offset:>12}    checkpoint {seq} verified: page digest matches")
+        }
         other => format!("{other:?}"),
     }
 }

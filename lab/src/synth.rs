@@ -253,6 +253,16 @@ pub fn page_pair(rng: &mut Rng, density: f64) -> (Box<Page>, Box<Page>) {
     (reference, new)
 }
 
+/// Guest size of the built-in synthetic run, in pages (128 MiB).
+pub const BUILTIN_GUEST_PAGES: u64 = 32 * 1024;
+/// Dirty-set sizes of the built-in run after its initial image: ordinary
+/// checkpoints, one that overflows the staging ring, and an empty one.
+pub const BUILTIN_SEQUENCE: [usize; 12] = [
+    800, 1500, 300, 2600, 9000, 1200, 0, 700, 2000, 450, 3000, 6000,
+];
+/// Seed of the built-in run.
+pub const BUILTIN_SEED: u64 = 0xDE70;
+
 /// A scripted run of a synthetic guest: first the whole memory uncompressed
 /// (Format A, ending with ENABLE_COMPRESSION, as a live migration's last
 /// iteration), then compressed checkpoints of the given dirty-set sizes, with
@@ -274,6 +284,11 @@ impl Scenario {
             first: true,
             rng: Rng::new(seed ^ 0xA5A5),
         }
+    }
+
+    /// The built-in run: [`BUILTIN_GUEST_PAGES`], [`BUILTIN_SEQUENCE`].
+    pub fn builtin() -> Scenario {
+        Scenario::new(BUILTIN_GUEST_PAGES, BUILTIN_SEED, &BUILTIN_SEQUENCE)
     }
 
     /// The guest's current memory.

@@ -17,6 +17,9 @@ pub struct Args {
     /// Print one JSON object per trace.
     #[arg(long)]
     json: bool,
+    /// How the backup's memory is backed (default: the config's).
+    #[arg(long, value_parser = super::parse_superpages)]
+    superpages: Option<ckpt_engine::SuperpagePolicy>,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -39,7 +42,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut ok = true;
     for t in traces {
-        let r = ckpt_lab::bench::run(&t, codec, &opts)
+        let superpages = args.superpages.unwrap_or(ctx.config.receiver.superpages);
+        let r = ckpt_lab::bench::run(&t, codec, &opts, superpages)
             .with_context(|| format!("benchmarking {}", t.display()))?;
         ok &= r.verified;
         if args.json {
@@ -95,6 +99,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             r.verified,
             r.peak_rss_bytes as f64 / (1 << 20) as f64
         );
+        if let Some(s) = &r.superpages {
+            println!(
+                "  backup memory ({}): {} extents of 2 MiB ({} broken), {} pages of 4 KiB; {} of the fully written extents on huge pages",
+                s.superpage_policy,
+                s.extents_2m,
+                s.extents_broken,
+                s.pages_4k,
+                s.huge_extent_share
+                    .map_or("unknown".into(), |x| format!("{:.0}%", 100.0 * x))
+            );
+        }
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -77,7 +77,7 @@ impl Context {
             },
             ring_pages: e.ring_pages,
             guest_pages,
-            limits: self.config.receiver.clone(),
+            limits: self.config.receiver.limits(),
             stream_id: None,
         }
     }
@@ -97,6 +97,12 @@ pub struct Tuning {
 /// Parses a kernel name for clap, listing the names on error.
 pub fn parse_kernel(s: &str) -> Result<Kernel, String> {
     s.parse::<Kernel>().map_err(|e| e.to_string())
+}
+
+/// Parses a superpage policy for clap, listing the names on error.
+pub fn parse_superpages(s: &str) -> Result<ckpt_engine::SuperpagePolicy, String> {
+    s.parse()
+        .map_err(|e: ckpt_engine::extent::UnknownPolicy| e.to_string())
 }
 
 /// Prints one latency distribution's percentiles with its sample count.

@@ -9,14 +9,6 @@ use ckpt_lab::synth::Scenario;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Guest size of the built-in synthetic run, in pages (128 MiB).
-const SYNTH_GUEST_PAGES: u64 = 32 * 1024;
-/// Its dirty-set sizes after the initial image: ordinary checkpoints, one
-/// that overflows the staging ring, and an empty one.
-const SYNTH_SEQUENCE: [usize; 12] = [
-    800, 1500, 300, 2600, 9000, 1200, 0, 700, 2000, 450, 3000, 6000,
-];
-
 /// Arguments of `ckpt compress`.
 #[derive(clap::Args)]
 pub struct CompressArgs {
@@ -56,7 +48,7 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let opts = ctx.sender_options(&args.tuning, 1);
     let mut source: Box<dyn Source> = match &args.trace {
         Some(t) => Box::new(TraceSource::open(t)?),
-        None => Box::new(Scenario::new(SYNTH_GUEST_PAGES, 0xDE70, &SYNTH_SEQUENCE)),
+        None => Box::new(Scenario::builtin()),
     };
     let s = ckpt_lab::streams::compress(source.as_mut(), &args.output, codec, &opts)
         .with_context(|| format!("writing {}", args.output.display()))?;
@@ -106,7 +98,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let r = ckpt_lab::streams::restore(
         &args.stream,
         &args.image,
-        ctx.config.receiver.clone(),
+        ctx.config.receiver.limits(),
         codec,
     )?;
     for info in &r.committed {
@@ -122,7 +114,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let r = ckpt_lab::streams::inspect(
         &args.stream,
-        ctx.config.receiver.clone(),
+        ctx.config.receiver.limits(),
         ckpt_engine::Codec::best(),
         &mut std::io::stdout().lock(),
     )?;

@@ -36,6 +36,11 @@ pub trait GuestMemory {
     /// The page at `pfn` (< `pages()`), for writing; only called between
     /// [`GuestMemory::begin_commit`] and [`GuestMemory::end_commit`].
     fn page_mut(&mut self, pfn: u64) -> &mut Page;
+    /// The PFNs of the next PFN batch (`docs/FORMAT.md` §4) that carry
+    /// data, in stream order, given before any of them is written. Memory
+    /// that allocates by 2 MiB extent uses it to see which extents a batch
+    /// fills in order; other memory ignores it.
+    fn begin_batch(&mut self, _pfns: &[u64]) {}
     /// A verified checkpoint is about to be written.
     fn begin_commit(&mut self, _commit: &Commit) -> io::Result<()> {
         Ok(())

@@ -165,6 +165,10 @@ impl<R: Read> Receiver<R> {
             return Ok(None);
         }
         let mut info = self.verify(memory)?;
+        observe(&Event::Verified {
+            offset: self.body.trailer_offset,
+            seq: self.body.seq,
+        });
         self.apply(memory, &mut info)?;
         Ok(Some(info))
     }
@@ -279,7 +283,15 @@ impl<R: Read> Receiver<R> {
         };
         memory.begin_commit(&commit).map_err(failed)?;
         let payload = &self.body.payload;
-        for p in &self.pages {
+        let data_pfns = &self.body.data_pfns;
+        let mut batch_ends = self.body.batch_ends.iter();
+        let mut batch_end = 0;
+        for (i, p) in self.pages.iter().enumerate() {
+            if i == batch_end {
+                // Pages and data entries correspond one to one (verified).
+                batch_end = *batch_ends.next().expect("every page is in a batch");
+                memory.begin_batch(&data_pfns[i..batch_end]);
+            }
             match p.form {
                 Form::Full => memory
                     .page_mut(p.pfn)

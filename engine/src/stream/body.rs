@@ -62,6 +62,8 @@ pub struct Body {
     pub entries: Vec<u64>,
     /// PFNs of the data-carrying entries, in order.
     pub data_pfns: Vec<u64>,
+    /// End, in `data_pfns`, of each PFN batch that carries data.
+    pub batch_ends: Vec<usize>,
     /// Page data: raw pages (Format A) or the chunks' payloads (Format B).
     pub payload: Vec<u8>,
     /// The COMPRESSED_DATA chunks, in order.
@@ -81,6 +83,7 @@ impl Body {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.data_pfns.clear();
+        self.batch_ends.clear();
         self.payload.clear();
         self.chunks.clear();
         self.toolstack.clear();

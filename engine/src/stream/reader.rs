@@ -56,6 +56,14 @@ pub enum Event {
         /// Its type.
         id: i32,
     },
+    /// The checkpoint verified whole (its page digest matches), about to be
+    /// committed; reported by the receiver.
+    Verified {
+        /// Offset of its trailer.
+        offset: u64,
+        /// Sequence number.
+        seq: u64,
+    },
     /// The trailer (its frame check verified; the digest is the receiver's).
     Trailer {
         /// Offset of the trailer.
@@ -422,6 +430,9 @@ impl<R: Read> StreamReader<R> {
         });
         self.batch = raw;
         checked?;
+        if data > 0 {
+            body.batch_ends.push(body.data_pfns.len());
+        }
         if !self.compressed {
             // Format A: the batch's page data follows it.
             let len = data as u64 * PAGE_SIZE as u64;
