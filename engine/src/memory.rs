@@ -19,6 +19,13 @@ pub trait GuestMemory {
     fn page(&self, pfn: u64) -> &Page;
     /// The page at `pfn` (< `pages()`), for writing.
     fn page_mut(&mut self, pfn: u64) -> &mut Page;
+    /// The PFNs of the next PFN batch (`FORMAT.md` §4) that carry data, in
+    /// stream order, given before any of them is written. Memory that
+    /// allocates by 2 MiB extent uses it to see which extents a batch
+    /// fills in order; other memory ignores it.
+    fn begin_batch(&mut self, pfns: &[u64]) {
+        let _ = pfns;
+    }
     /// Makes written pages durable, where that means anything.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -397,6 +397,8 @@ pub struct Receiver<R> {
     ended: bool,
     entries: Vec<u64>,
     data_pfns: Vec<u64>,
+    /// End (in `data_pfns`) of each PFN batch that carries data.
+    batch_ends: Vec<usize>,
     payload: Vec<u8>,
     pages: Vec<PageRef>,
     seen: Vec<u64>,
@@ -443,6 +445,7 @@ impl<R: Read> Receiver<R> {
             ended: false,
             entries: Vec::new(),
             data_pfns: Vec::new(),
+            batch_ends: Vec::new(),
             payload: Vec::new(),
             pages: Vec::new(),
             seen: Vec::new(),
@@ -557,6 +560,7 @@ impl<R: Read> Receiver<R> {
     ) -> Result<(CheckpointInfo, bool), ReceiveError> {
         self.entries.clear();
         self.data_pfns.clear();
+        self.batch_ends.clear();
         self.payload.clear();
         self.pages.clear();
         let words = self.header.guest_pages.div_ceil(64) as usize;
@@ -598,6 +602,9 @@ impl<R: Read> Receiver<R> {
                             data += 1;
                             self.data_pfns.push(e & PFN_MASK);
                         }
+                    }
+                    if data > 0 {
+                        self.batch_ends.push(self.data_pfns.len());
                     }
                     if !self.compressed {
                         // Format A: the batch's page data follows it.
@@ -812,7 +819,14 @@ impl<R: Read> Receiver<R> {
         memory: &mut dyn GuestMemory,
         info: &mut CheckpointInfo,
     ) -> Result<(), ReceiveError> {
+        let mut batch_ends = self.batch_ends.iter();
+        let mut batch_end = 0;
         for (i, p) in self.pages.iter().enumerate() {
+            if i == batch_end {
+                // Pages and data entries correspond one to one (checked).
+                batch_end = *batch_ends.next().expect("every page is in a batch");
+                memory.begin_batch(&self.data_pfns[i..batch_end]);
+            }
             match p.form {
                 None => {
                     info.full += 1;
