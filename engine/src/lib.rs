@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod compress;
 pub mod config;
+pub mod extent;
 pub mod memory;
 pub mod page;
 pub mod pipeline;
