@@ -20,8 +20,8 @@ static ZERO: Page = [0u8; PAGE_SIZE];
 /// huge page; the rest of the mapping is `MADV_NOHUGEPAGE`, so it gets
 /// 4 KiB pages whatever the host's THP mode, and khugepaged leaves it be.
 ///
-/// Breaking an extent copies its written pages aside, drops the huge page
-/// (`MADV_DONTNEED`), marks the extent `MADV_NOHUGEPAGE` and writes the
+/// Breaking an extent copies its written pages aside, marks the extent
+/// `MADV_NOHUGEPAGE`, drops the huge page (`MADV_DONTNEED`) and writes the
 /// pages back, each faulting in its own 4 KiB page. Advice alone would
 /// not do: `MADV_NOHUGEPAGE` leaves an existing huge page in place, and
 /// splitting only its mapping leaves the 2 MiB allocation whole.
