@@ -125,11 +125,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         ("stage", &r.latencies.stage),
         ("checkpoint", &r.latencies.checkpoint),
     ] {
-        writeln!(
-            out,
-            "{}",
-            output::quantiles(name, &Quantiles::of_latency(l), "checkpoints")
-        )?;
+        writeln!(out, "{}", super::latency_row(name, l))?;
     }
     writeln!(
         out,
