@@ -27,12 +27,20 @@ import matplotlib
 
 matplotlib.use("svg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 # Reproducible files: no date, fixed ids.
 plt.rcParams["svg.hashsalt"] = "ckpt"
 plt.rcParams["font.size"] = 9
 METADATA = {"Date": None, "Creator": None}
 MIB = float(1 << 20)
+# Plain numbers on log axes (0.5, 2, 200), not powers of ten.
+PLAIN = FuncFormatter(lambda v, _: ("%g" % v))
+
+
+def plain_log(axis):
+    axis.set_major_formatter(PLAIN)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ("%g" % v) if str("%g" % v)[0] in "25" else ""))
 
 
 def load(path):
@@ -58,6 +66,7 @@ def kernels(doc, out):
         ax.set_xlabel("words changed per page")
         ax.set_ylabel("GB/s of page bytes")
         ax.set_yscale("log")
+        plain_log(ax.yaxis)
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(op)
     gaps = [
@@ -101,6 +110,19 @@ def bench_bytes(doc, out):
         ax.bar(seq, delta, bottom=full, color="tab:blue", label="deltas")
         ax.bar(seq, rest, bottom=[a + b for a, b in zip(full, delta)], color="tab:gray", label="batches, headers, trailers")
         ax.set_ylabel("MiB sent")
+        # One checkpoint far above the rest (the first after the image,
+        # say) would flatten them: cut the axis and write its value.
+        totals = sorted((c["output_bytes"] / MIB, c["seq"]) for c in later)
+        if len(totals) > 2 and totals[-1][0] > 4 * totals[-2][0]:
+            top = 1.3 * totals[-2][0]
+            ax.set_ylim(0, top)
+            ax.annotate(
+                "%.1f MiB (cut)" % totals[-1][0],
+                (totals[-1][1], top),
+                xytext=(4, -10),
+                textcoords="offset points",
+                fontsize=7,
+            )
         ax.set_title(
             "%s: %d checkpoints after the initial image (%d pages, not shown); ratio %.2f (%.2f with it)"
             % (short(t), t["checkpoints"], t["initial_image_pages"], t["ratio"], t["ratio_with_initial_image"]),
@@ -125,6 +147,7 @@ def bench_latency(doc, out):
             n = len(v)
             ax.step(v, [(i + 1) / n for i in range(n)], where="post", color=color, label=label)
         ax.set_xscale("log")
+        plain_log(ax.xaxis)
         ax.set_xlabel("ms")
         ax.set_title("%s (%d checkpoints)" % (short(t), len(later)), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
