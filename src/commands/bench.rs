@@ -1,6 +1,6 @@
 //! `ckpt bench`: bundled or given traces through the sender and receiver.
 
-use super::output::{self, gbps, mib, Out};
+use super::output::{self, gbps, mib, size, Out};
 use super::{Context, Tuning};
 use anyhow::Context as _;
 use ckpt_lab::bench::BenchReport;
@@ -73,18 +73,18 @@ fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "  {} checkpoints after the initial image: {} pages, {:.1} MiB of pages sent as {:.1} MiB: ratio {:.2}",
+        "  {} checkpoints after the initial image: {} pages, {} of pages sent as {}: ratio {:.2}",
         r.checkpoints,
         r.pages,
-        mib(r.input_bytes),
-        mib(r.output_bytes),
+        size(r.input_bytes),
+        size(r.output_bytes),
         r.ratio
     )?;
     writeln!(
         out,
-        "  with the initial image ({} pages, sent uncompressed): {:.1} MiB of stream, ratio {:.2}",
+        "  with the initial image ({} pages, sent uncompressed): {} of stream, ratio {:.2}",
         r.initial_image_pages,
-        mib(r.stream_bytes),
+        size(r.stream_bytes),
         r.ratio_with_initial_image
     )?;
     let vs = |a: Option<f64>, b: Option<f64>| match a.zip(b) {
@@ -93,19 +93,15 @@ fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "  encode {} in {:.1} ms ({} the floor of {}), {}",
+        "  encode {} in {:.1} ms; the floor (reading both pages where the encoder reads them) {}; encode / floor {}",
         gbps(r.encode_gbps),
         r.encode_ms,
-        vs(r.encode_gbps, r.floor_gbps),
         gbps(r.floor_gbps),
-        match r.pages_per_s {
-            Some(p) => format!("{p:.0} pages/s"),
-            None => "pages/s n/a".into(),
-        }
+        vs(r.encode_gbps, r.floor_gbps),
     )?;
     writeln!(
         out,
-        "  floor over contiguous copies of the same pages {} (encode {} that)",
+        "  the floor over contiguous copies of the same pages {}; encode / that {}",
         gbps(r.floor_copies_gbps),
         vs(r.encode_gbps, r.floor_copies_gbps)
     )?;

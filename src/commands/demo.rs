@@ -1,6 +1,6 @@
 //! `ckpt demo`: the README's first command.
 
-use super::output::{self, mib, Out};
+use super::output::{self, size, Out};
 use super::{Context, Tuning};
 use anyhow::Context as _;
 use ckpt_lab::figures::{Quantiles, Ratios};
@@ -100,19 +100,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "{} checkpoints after the initial image ({} pages): {:.1} MiB of pages sent as {:.1} MiB: ratio {:.2}",
+        "{} checkpoints after the initial image ({} pages): {} of pages sent as {}: ratio {:.2}",
         s.checkpoints.saturating_sub(1),
         s.pages - s.uncompressed,
-        mib(ratios.checkpoint_input_bytes),
-        mib(ratios.checkpoint_output_bytes),
+        size(ratios.checkpoint_input_bytes),
+        size(ratios.checkpoint_output_bytes),
         ratios.ratio
     )?;
     writeln!(
         out,
-        "with the initial image ({} pages, sent uncompressed): {:.1} MiB of pages sent as {:.1} MiB: ratio {:.2}",
+        "with the initial image ({} pages, sent uncompressed): {} of pages sent as {}: ratio {:.2}",
         s.uncompressed,
-        mib(ratios.total_input_bytes),
-        mib(ratios.total_output_bytes),
+        size(ratios.total_input_bytes),
+        size(ratios.total_output_bytes),
         ratios.ratio_with_initial_image
     )?;
     writeln!(

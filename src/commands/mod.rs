@@ -212,12 +212,6 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Parses a kernel name (for code that parses by hand; flags use
-/// [`kernel_parser`], whose values `--help` lists).
-pub fn parse_kernel(s: &str) -> Result<Kernel, String> {
-    s.parse::<Kernel>().map_err(|e| e.to_string())
-}
-
 /// One latency distribution on one line, with its sample count
 /// ([`output::quantiles`] over an engine histogram).
 pub fn latency_row(name: &str, l: &ckpt_engine::Latency) -> String {

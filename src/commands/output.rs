@@ -119,6 +119,16 @@ pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
+/// A byte count in the unit that shows it best (bytes, KiB, MiB, GiB).
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1 << 10 => format!("{b} bytes"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b if b < 1 << 30 => format!("{:.1} MiB", mib(b)),
+        b => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+    }
+}
+
 /// A rate that may be absent (too short a time to measure), for printing.
 pub fn gbps(v: Option<f64>) -> String {
     match v {
@@ -139,6 +149,14 @@ mod tests {
         assert!(row.contains("p90"), "{row}");
         assert!(!row.contains("p99"), "{row}");
         assert!(row.ends_with("(40 checkpoints)"), "{row}");
+    }
+
+    #[test]
+    fn sizes_take_their_unit() {
+        assert_eq!(size(512), "512 bytes");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(25 << 20), "25.0 MiB");
+        assert_eq!(size(3 << 30), "3.00 GiB");
     }
 
     #[test]
