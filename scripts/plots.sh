@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--measure" ]]; then
+    # The bundled traces by their path in the repository.
+    export CKPT_TRACES=traces
     cargo run --release --quiet -- kernels --bench --reps 15 --json > results/kernels.json
     cargo run --release --quiet -- bench --all --json > results/bench.json
 fi

@@ -127,7 +127,8 @@ pub fn trace_dirs() -> Vec<PathBuf> {
                 .is_some_and(|up| up.join(".fingerprint").is_dir())
     });
     if built_here {
-        dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces"));
+        let lab = Path::new(env!("CARGO_MANIFEST_DIR"));
+        dirs.push(lab.parent().unwrap_or(lab).join("traces"));
     }
     dirs
 }

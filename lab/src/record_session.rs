@@ -52,16 +52,19 @@ pub struct RecordReport {
 const STOP_SIGNALS: [(i32, &str); 3] =
     [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")];
 
-/// Catches the stop signals while it lives: each only sets a flag, which
-/// the recording loop reads between steps. Once it is dropped they have
+/// Catches SIGINT, SIGTERM and SIGHUP while it lives: each only sets a
+/// flag, which a loop that stops processes (the recorder's, a sender's from
+/// a live process) reads between steps, so that a pause in progress always
+/// completes and resumes its processes. Once it is dropped the signals have
 /// their default action (termination) again.
-struct StopSignals {
+pub struct StopSignals {
     caught: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
 }
 
 impl StopSignals {
-    fn catch() -> Result<StopSignals, LabError> {
+    /// Starts catching the signals.
+    pub fn catch() -> Result<StopSignals, LabError> {
         let caught = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicBool::new(false));
         for (sig, _) in STOP_SIGNALS {
@@ -72,13 +75,13 @@ impl StopSignals {
     }
 
     /// The name of the stop signal caught, if any.
-    fn caught(&self) -> Option<&'static str> {
+    pub fn caught(&self) -> Option<&'static str> {
         let sig = self.caught.load(Ordering::SeqCst) as i32;
         STOP_SIGNALS.iter().find(|s| s.0 == sig).map(|s| s.1)
     }
 
     /// Sleeps for `d`, or less if a stop signal arrives.
-    fn sleep(&self, d: Duration) {
+    pub fn sleep(&self, d: Duration) {
         let until = Instant::now() + d;
         while self.caught().is_none() {
             let left = until.saturating_duration_since(Instant::now());
