@@ -20,7 +20,9 @@
 //!
 //! Pages of shared mappings are keyed by their file and offset, so memory
 //! shared by several processes is recorded once. Changed pages are written
-//! to the trace after the target resumes.
+//! to the trace after the target resumes. Every process a pause stopped is
+//! resumed however the pause ends (done, an error, a panic); a target is
+//! checked before anything is written ([`check_target`]).
 
 use crate::trace::{TraceError, TraceWriter};
 use ckpt_engine::PageType;
