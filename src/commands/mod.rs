@@ -254,3 +254,48 @@ pub fn report_error(e: &anyhow::Error) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_in_range_and_nonsense_is_not() {
+        let example = Config::parse(include_str!("../../ckpt.example.toml")).unwrap();
+        assert_eq!(example, Config::default());
+        assert_eq!(check_ranges(&example), Ok(()));
+        for (text, says) in [
+            (
+                "[engine]\ncache_pages = 0\n",
+                "engine.cache_pages = 0 is out of range (1..=16777216)",
+            ),
+            (
+                "[engine]\nthreads = 5000\n",
+                "engine.threads = 5000 is out of range (0..=1024)",
+            ),
+            (
+                "[engine]\nring_pages = 0\n",
+                "engine.ring_pages = 0 is out of range",
+            ),
+            (
+                "[record]\nepoch_ms = 0\n",
+                "record.epoch_ms = 0 is out of range (1..=60000)",
+            ),
+        ] {
+            let c = Config::parse(text).unwrap();
+            let e = check_ranges(&c).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(ckpt_lab::LabError::file(Path::new("/x/y"), io))
+            .context("cannot inspect stream /x/y");
+        assert_eq!(
+            error_message(&e),
+            "cannot inspect stream /x/y: No such file"
+        );
+    }
+}
