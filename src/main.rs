@@ -3,7 +3,9 @@
 //! This file parses the command line and hands each subcommand to its
 //! module under `commands/`, which calls the engine or the lab and prints.
 //! Exit status: 0 success, 1 the job failed (a stream rejected, a
-//! verification failed), 2 bad usage.
+//! verification or a checked goal failed, a file or process unusable), 2 bad
+//! usage. `commands` states the rest of the convention every subcommand
+//! follows.
 
 mod commands;
 mod config;
@@ -23,6 +25,10 @@ struct Cli {
     /// Configuration file (default: $CKPT_CONFIG, else built-in defaults).
     #[arg(long, global = true, env = "CKPT_CONFIG")]
     config: Option<PathBuf>,
+    /// No progress indicators on standard error (they are shown only on a
+    /// terminal anyway).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,7 +59,7 @@ enum Command {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ctx = Context::load(cli.config.as_deref())?;
+    let ctx = Context::load(cli.config.as_deref(), cli.quiet)?;
     match cli.command {
         Command::Demo(a) => commands::demo::run(&ctx, a),
         Command::Compress(a) => commands::streams::compress(&ctx, a),
@@ -69,7 +75,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are "errors" that print to stdout and exit
+        // 0; clap's own exit statuses are the convention's (2 for usage).
+        // A closed pipe must not panic here either.
+        Err(e) => {
+            return match e.print() {
+                Err(io) if io.kind() != std::io::ErrorKind::BrokenPipe => {
+                    commands::report_error(&anyhow::Error::new(io).context("cannot write help"))
+                }
+                _ => ExitCode::from(e.exit_code().clamp(0, 255) as u8),
+            };
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(e) => commands::report_error(&e),
     }

@@ -9,11 +9,11 @@
 //! every dirty page. Phase 2 receives the stream from memory, timing the
 //! receiver alone, and compares each checkpoint's pages with the trace.
 
-use crate::pipeline_bench::peak_rss_bytes;
-use crate::replay::{replay, Checkpoint, Source, TraceSource};
+use crate::figures::{peak_rss_bytes, reset_peak_rss, Quantiles, Rate, Ratios};
+use crate::replay::{replay_observed, Checkpoint, Source, TraceSource};
 use crate::LabError;
 use ckpt_engine::{
-    GuestMemory, Latency, PageBuf, Receiver, Sender, SenderOptions, SuperpagePolicy,
+    GuestMemory, PageBuf, Receiver, SendStats, Sender, SenderOptions, SuperpagePolicy,
     SuperpageReport,
 };
 use ckpt_simd::{Codec, PAGE_SIZE};
@@ -22,27 +22,40 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Latency percentiles in milliseconds.
-#[derive(Debug, Serialize, Default, Clone, Copy)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
+/// One checkpoint of a replay, as the sender sent it (a series of these is
+/// what the plots of bytes and latency per checkpoint are drawn from).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CheckpointFigures {
+    /// Sequence number; 0 is the initial image (sent uncompressed).
+    pub seq: u64,
+    /// Data pages.
+    pub pages: u64,
+    /// Pages sent FULL (cache misses and page tables; every page of the
+    /// initial image).
+    pub full_pages: u64,
+    /// Pages sent as deltas.
+    pub delta_pages: u64,
+    /// Pages sent EMPTY (unchanged).
+    pub empty_pages: u64,
+    /// Payload bytes of the FULL pages (4097 per page; 4096 raw in the
+    /// initial image).
+    pub full_bytes: u64,
+    /// Payload bytes of the deltas.
+    pub delta_bytes: u64,
+    /// Every stream byte of the checkpoint (PFN batches, chunk headers,
+    /// trailer and EMPTY markers besides the two above; the stream header
+    /// not counted).
+    pub output_bytes: u64,
+    /// Staging: from the first page handed to the sender to the return of
+    /// `end_checkpoint` (the guest is paused for this).
+    pub stage_ms: f64,
+    /// Compression time of the checkpoint's batches.
+    pub compress_ms: f64,
+    /// From the first page handed over to the trailer written.
+    pub checkpoint_ms: f64,
 }
 
-fn pct(h: &Latency) -> Percentiles {
-    let ms = |q| h.quantile(q).as_secs_f64() * 1e3;
-    Percentiles {
-        p50: ms(0.5),
-        p99: ms(0.99),
-        p999: ms(0.999),
-    }
-}
-
-/// The figures of one trace (the `--json` object).
+/// The figures of one trace (an element of `--json`'s `traces`).
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     /// Trace file.
@@ -57,53 +70,73 @@ pub struct BenchReport {
     pub input_bytes: u64,
     /// Stream bytes of the compressed checkpoints (PFN batches, chunks, framing).
     pub output_bytes: u64,
-    /// input_bytes / output_bytes.
+    /// input_bytes / output_bytes: the initial image not counted.
     pub ratio: f64,
-    /// Page bytes / time the compressor spent (all threads' wall time).
-    pub encode_gbps: f64,
-    /// Page bytes / time the receiver spent (parse, verify, apply).
-    pub decode_gbps: f64,
+    /// Pages of the initial image (sent uncompressed).
+    pub initial_image_pages: u64,
+    /// Every byte of the stream, the initial image included.
+    pub stream_bytes: u64,
+    /// Page bytes of every checkpoint / stream_bytes: the initial image
+    /// counted.
+    pub ratio_with_initial_image: f64,
+    /// Page bytes / time the compressor spent (all threads' wall time);
+    /// null when that time is too short to measure (figures::MIN_RATE_TIME).
+    pub encode_gbps: Option<f64>,
+    /// Time the compressor spent, in ms.
+    pub encode_ms: f64,
+    /// Page bytes / time the receiver spent (parse, verify, apply); null
+    /// when that time is too short to measure.
+    pub decode_gbps: Option<f64>,
+    /// Time the receiver spent on the compressed checkpoints, in ms.
+    pub decode_ms: f64,
     /// Page bytes / time to read both the new and the previous content of
     /// every dirty page where the compressor reads them (the copy staging
     /// just made, and the delta-cache slot), on the compressor's thread, in
     /// the same run and the same cache state (previous contents cold).
-    pub floor_gbps: f64,
+    pub floor_gbps: Option<f64>,
     /// The same read over copies of the same bytes laid out one after the
     /// other, where the hardware prefetcher runs ahead across pages; the
     /// compressor's references sit in delta-cache slots and never are.
-    pub floor_copies_gbps: f64,
-    /// encode_gbps / floor_gbps.
-    pub encode_vs_floor: f64,
+    pub floor_copies_gbps: Option<f64>,
+    /// encode_gbps / floor_gbps (the floor's time over the compressor's).
+    pub encode_vs_floor: Option<f64>,
     /// Pages compressed per second.
-    pub pages_per_s: f64,
+    pub pages_per_s: Option<f64>,
     /// Share of words changed within dirty pages (pages seen before only).
     pub words_changed_share: f64,
     /// Mean runs (SKIP and COPY markers' runs) per re-dirtied page.
     pub runs_per_page: f64,
     /// Dirty pages per compressed checkpoint: median.
     pub dirty_pages_p50: u64,
-    /// Dirty pages per compressed checkpoint: 99th percentile.
-    pub dirty_pages_p99: u64,
+    /// Dirty pages per compressed checkpoint: most.
+    pub dirty_pages_max: u64,
     /// Pages sent FULL because they missed the cache, as a share of pages.
     pub full_miss_share: f64,
     /// Pages sent as deltas, as a share.
     pub delta_share: f64,
     /// Pages unchanged, as a share.
     pub empty_share: f64,
-    /// Staging latency per checkpoint (guest-paused copy).
-    pub stage_ms: Percentiles,
-    /// Compression latency per checkpoint.
-    pub compress_ms: Percentiles,
-    /// From pause to trailer written, per checkpoint.
-    pub checkpoint_ms: Percentiles,
+    /// Staging latency per compressed checkpoint (guest-paused copy).
+    pub stage_ms: Quantiles,
+    /// Compression latency per compressed checkpoint.
+    pub compress_ms: Quantiles,
+    /// From the first page handed over to the trailer written, per
+    /// compressed checkpoint.
+    pub checkpoint_ms: Quantiles,
     /// Page kernel.
     pub kernel: String,
     /// Compression threads.
     pub threads: usize,
     /// True only if every checkpoint matched the trace.
     pub verified: bool,
-    /// Peak resident memory of this process.
+    /// Peak resident memory while this trace was replayed (the process's
+    /// peak is reset before each trace; see peak_rss_scope).
     pub peak_rss_bytes: u64,
+    /// "trace" when the peak was reset before this trace, "process" when
+    /// the system did not allow it and the figure is the process's peak.
+    pub peak_rss_scope: &'static str,
+    /// Every checkpoint sent, the initial image first.
+    pub series: Vec<CheckpointFigures>,
     /// How the receiver's memory was backed: the superpage policy, 2 MiB
     /// extents and 4 KiB pages allocated, extents broken, and the share of
     /// fully written extents the kernel really backs with huge pages.
@@ -111,13 +144,45 @@ pub struct BenchReport {
     pub superpages: Option<SuperpageReport>,
 }
 
-/// Replays `trace` and measures it.
+/// What one checkpoint added to the sender's totals.
+fn checkpoint_figures(seq: u64, before: &SendStats, now: &SendStats) -> CheckpointFigures {
+    let pages = now.pages - before.pages;
+    let payload = now.payload_bytes - before.payload_bytes;
+    let raw = now.uncompressed - before.uncompressed;
+    let c = &now.counts;
+    let b = &before.counts;
+    let full = (c.full_miss - b.full_miss) + (c.full_raw - b.full_raw);
+    let empty = c.empty - b.empty;
+    let full_bytes = full * (PAGE_SIZE as u64 + 1) + raw * PAGE_SIZE as u64;
+    let header = if seq == 0 {
+        ckpt_engine::stream::HEADER_LEN as u64
+    } else {
+        0
+    };
+    CheckpointFigures {
+        seq,
+        pages,
+        full_pages: full + raw,
+        delta_pages: c.delta - b.delta,
+        empty_pages: empty,
+        full_bytes,
+        delta_bytes: payload.saturating_sub(full_bytes + empty),
+        output_bytes: (now.output_bytes - before.output_bytes).saturating_sub(header),
+        compress_ms: (now.compress_time - before.compress_time).as_secs_f64() * 1e3,
+        ..CheckpointFigures::default()
+    }
+}
+
+/// Replays `trace` and measures it. A trace with no checkpoint after its
+/// initial image is refused: there is nothing to measure.
 pub fn run(
     trace: &Path,
     codec: Codec,
     opts: &SenderOptions,
     superpages: SuperpagePolicy,
 ) -> Result<BenchReport, LabError> {
+    // This trace's peak, not the peak of whatever ran before it.
+    let peak_rss_scope = if reset_peak_rss() { "trace" } else { "process" };
     // Phase 1: send.
     let mut source = TraceSource::open(trace)?;
     let meta: serde_json::Value = serde_json::from_str(source.reader().meta()).unwrap_or_default();
@@ -133,38 +198,61 @@ pub fn run(
     let mut evict = vec![1u8; 96 << 20];
     let (mut changed_words, mut compared_words, mut runs, mut redirtied) = (0u64, 0u64, 0u64, 0u64);
     let mut dirty = Histogram::<u64>::new(3).expect("histogram");
-    let mut checkpoints = 0u64;
-    replay(&mut source, &mut sender, |cp, sender| {
-        // Wait for the pipeline before measuring or decoding the next
-        // epoch: the bench's own work (zstd, change profiles) must not
-        // compete with the compress stage for the two cores, and the floor
-        // below is measured with the pipeline idle.
-        sender.sync()?;
-        checkpoints += 1;
-        if cp.enable_compression {
-            return Ok(());
-        }
-        let _ = dirty.record(cp.entries.len() as u64);
-        let previous = cp.previous.as_ref().expect("traces know previous contents");
-        for (n, o) in cp.pages.iter().zip(previous.iter()) {
-            if o.0.iter().all(|&b| b == 0) {
-                continue; // first appearance (or a zero page): no delta
+    let mut series: Vec<CheckpointFigures> = Vec::new();
+    let mut totals = SendStats::default();
+    let started = std::cell::Cell::new(Instant::now());
+    replay_observed(
+        &mut source,
+        &mut sender,
+        |cp, sender| {
+            // The pipeline is idle here (`after` waited for it): the bench's
+            // own work (zstd, change profiles, the floor) never competes
+            // with the compress stage for the cores.
+            if !cp.enable_compression {
+                let _ = dirty.record(cp.entries.len() as u64);
+                let previous = cp.previous.as_ref().expect("traces know previous contents");
+                for (n, o) in cp.pages.iter().zip(previous.iter()) {
+                    if o.0.iter().all(|&b| b == 0) {
+                        continue; // first appearance (or a zero page): no delta
+                    }
+                    let (c, r) = change_profile(&n.0, &o.0);
+                    changed_words += c;
+                    runs += r;
+                    compared_words += 1024;
+                    redirtied += 1;
+                }
+                let (t, sink, t_copies) = floor_in_place(sender, cp, &mut evict)?;
+                floor += t;
+                floor_copies += t_copies;
+                floor_sink ^= sink;
+                // The compressor starts from the same state as the floor did.
+                evict_both(sender, &mut evict)?;
             }
-            let (c, r) = change_profile(&n.0, &o.0);
-            changed_words += c;
-            runs += r;
-            compared_words += 1024;
-            redirtied += 1;
-        }
-        let (t, sink, t_copies) = floor_in_place(sender, cp, &mut evict)?;
-        floor += t;
-        floor_copies += t_copies;
-        floor_sink ^= sink;
-        // The compressor starts from the same state as the floor did.
-        evict_both(sender, &mut evict)
-    })?;
+            started.set(Instant::now());
+            Ok(())
+        },
+        |_, sender| {
+            let stage = started.get().elapsed();
+            sender.sync()?;
+            let whole = started.get().elapsed();
+            let now = sender.stats();
+            let mut f = checkpoint_figures(series.len() as u64, &totals, &now);
+            f.stage_ms = stage.as_secs_f64() * 1e3;
+            f.checkpoint_ms = whole.as_secs_f64() * 1e3;
+            series.push(f);
+            totals = now;
+            Ok(())
+        },
+    )?;
     std::hint::black_box(floor_sink);
-    let (stream, sent, lat) = sender.finish()?;
+    let (stream, sent, _) = sender.finish()?;
+    if sent.checkpoints < 2 {
+        return Err(LabError::Invalid(format!(
+            "{}: {} epoch(s), no checkpoint after the initial image: nothing to measure",
+            trace.display(),
+            sent.checkpoints
+        )));
+    }
 
     // Phase 2: receive and verify.
     let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
@@ -177,14 +265,13 @@ pub fn run(
         let t = Instant::now();
         let info = rx.next_checkpoint(&mut memory)?;
         let took = t.elapsed();
-        let Some(info) = info else {
+        if info.is_none() {
             verified = false;
             break;
-        };
+        }
         if index > 0 {
             receive += took;
         }
-        let _ = info;
         verified &= cp
             .entries
             .iter()
@@ -192,47 +279,58 @@ pub fn run(
             .all(|(&(pfn, _), page)| memory.page(pfn) == &page.0);
         index += 1;
     }
-    verified &= rx.next_checkpoint(&mut memory)?.is_none() && index == checkpoints;
+    verified &= rx.next_checkpoint(&mut memory)?.is_none() && index == sent.checkpoints;
     // The whole memory, once more at the end.
     let store = source.reader().memory();
     verified &= (0..guest_pages).all(|p| store.get(p).is_none_or(|page| memory.page(p) == page));
 
+    let ratios = Ratios::of_stream(&sent);
     let compressed_pages = sent.pages - sent.uncompressed;
-    let input = compressed_pages * PAGE_SIZE as u64;
-    // The compressed checkpoints' frames: neither the initial image nor the
-    // stream's header and end frame.
-    let framing = (ckpt_engine::stream::HEADER_LEN + ckpt_engine::stream::END_LEN) as u64;
-    let output = sent.output_bytes - sent.uncompressed_output_bytes - framing;
-    let gbps = |d: Duration| input as f64 / d.as_secs_f64().max(1e-12) / 1e9;
+    let input = ratios.checkpoint_input_bytes;
+    let encode = Rate::new(input, sent.compress_time);
+    let floor = Rate::new(input, floor);
     let share = |n: u64| n as f64 / compressed_pages.max(1) as f64;
+    let later = &series[1..];
+    let q = |f: fn(&CheckpointFigures) -> f64| {
+        Quantiles::of_ms(&later.iter().map(f).collect::<Vec<_>>())
+    };
     Ok(BenchReport {
         trace: trace.display().to_string(),
         workload: meta["workload"].as_str().unwrap_or("?").to_string(),
-        checkpoints: sent.checkpoints.saturating_sub(1),
+        checkpoints: sent.checkpoints - 1,
         pages: compressed_pages,
         input_bytes: input,
-        output_bytes: output,
-        ratio: input as f64 / output.max(1) as f64,
-        encode_gbps: gbps(sent.compress_time),
-        decode_gbps: gbps(receive),
-        floor_gbps: gbps(floor),
-        floor_copies_gbps: gbps(floor_copies),
-        encode_vs_floor: gbps(sent.compress_time) / gbps(floor),
+        output_bytes: ratios.checkpoint_output_bytes,
+        ratio: ratios.ratio,
+        initial_image_pages: sent.uncompressed,
+        stream_bytes: ratios.total_output_bytes,
+        ratio_with_initial_image: ratios.ratio_with_initial_image,
+        encode_gbps: encode.gbps,
+        encode_ms: encode.ms,
+        decode_gbps: Rate::new(input, receive).gbps,
+        decode_ms: receive.as_secs_f64() * 1e3,
+        floor_gbps: floor.gbps,
+        floor_copies_gbps: Rate::new(input, floor_copies).gbps,
+        encode_vs_floor: encode.gbps.zip(floor.gbps).map(|(e, f)| e / f),
         words_changed_share: changed_words as f64 / compared_words.max(1) as f64,
         runs_per_page: runs as f64 / redirtied.max(1) as f64,
         dirty_pages_p50: dirty.value_at_quantile(0.5),
-        dirty_pages_p99: dirty.value_at_quantile(0.99),
-        pages_per_s: compressed_pages as f64 / sent.compress_time.as_secs_f64().max(1e-12),
+        dirty_pages_max: dirty.max(),
+        pages_per_s: encode
+            .gbps
+            .map(|_| compressed_pages as f64 / sent.compress_time.as_secs_f64()),
         full_miss_share: share(sent.counts.full_miss),
         delta_share: share(sent.counts.delta),
         empty_share: share(sent.counts.empty),
-        stage_ms: pct(&lat.stage),
-        compress_ms: pct(&lat.compress),
-        checkpoint_ms: pct(&lat.checkpoint),
+        stage_ms: q(|c| c.stage_ms),
+        compress_ms: q(|c| c.compress_ms),
+        checkpoint_ms: q(|c| c.checkpoint_ms),
         kernel: codec.kernel().name().into(),
         threads: opts.compress.threads,
         verified,
         peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_scope,
+        series,
         superpages: superpage_report(&memory),
     })
 }

@@ -9,43 +9,116 @@
 //! density. The floor pass reads both pages of every pair and does nothing
 //! else. Decode applies one pass's output to a receiver copy (idempotent, so
 //! it repeats). Kernels and the floor take turns within each repetition;
-//! figures are medians. Throughput counts page bytes (4096 per pair).
+//! figures are medians. Throughput counts page bytes (4096 per pair); a
+//! pass shorter than [`crate::figures::MIN_RATE_TIME`] is given as a time
+//! and a ratio to the floor's time, without a rate.
 
+use crate::figures::{Goal, Rate};
 use crate::synth::{fill_page, mutate, Rng};
 use ckpt_engine::PageBuf;
 use ckpt_simd::{Codec, Kernel, MAX_ENCODED_LEN, PAGE_SIZE};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Densities measured, in percent of words changed.
 pub const DENSITIES: [u32; 5] = [0, 1, 5, 25, 100];
 
-/// One kernel's figures, keyed by density in percent.
-#[derive(Debug, Serialize)]
+/// One kernel's figures at one density.
+#[derive(Clone, Debug, Serialize)]
+pub struct DensityFigures {
+    /// Percent of words changed.
+    pub density_pct: u32,
+    /// Median encode pass over the working set.
+    pub encode: Rate,
+    /// Median decode pass of that pass's output. At low densities the
+    /// output is a byte or a few per page and the pass takes microseconds:
+    /// its time is given, and its rate only when the time is measurable.
+    pub decode: Rate,
+    /// Encode time over the floor's time, as a throughput ratio (> 1:
+    /// faster than reading both pages).
+    pub encode_vs_floor: f64,
+    /// Decode time over the floor's time, the same way.
+    pub decode_vs_floor: f64,
+}
+
+/// One kernel's figures, by density.
+#[derive(Clone, Debug, Serialize)]
 pub struct KernelFigures {
     /// Kernel name.
     pub name: String,
-    /// Median encode throughput, GB/s of page bytes.
-    pub encode_gbps: BTreeMap<String, f64>,
-    /// Median decode throughput, GB/s of page bytes.
-    pub decode_gbps: BTreeMap<String, f64>,
+    /// Figures at each density measured, in increasing density.
+    pub densities: Vec<DensityFigures>,
+}
+
+/// The floor at one density: both pages of every pair read, nothing else.
+#[derive(Clone, Debug, Serialize)]
+pub struct FloorFigures {
+    /// Percent of words changed.
+    pub density_pct: u32,
+    /// Median floor pass.
+    pub floor: Rate,
 }
 
 /// The whole measurement (the `--json` output).
 #[derive(Debug, Serialize)]
 pub struct KernelBench {
-    /// Median floor throughput per density, GB/s of page bytes.
-    pub floor_gbps: BTreeMap<String, f64>,
-    /// Every supported kernel.
+    /// The floor at each density.
+    pub floor: Vec<FloorFigures>,
+    /// Every kernel measured.
     pub kernels: Vec<KernelFigures>,
     /// The kernel dispatch picks.
     pub dispatch: String,
     /// Working set in MiB (both pages of every pair).
     pub working_set_mib: usize,
+    /// Page bytes one pass handles (4096 per pair): what rates count.
+    pub pass_bytes: u64,
     /// Repetitions per figure.
     pub repetitions: usize,
+    /// Changed words in clustered runs (true) or scattered one by one.
+    pub clustered: bool,
+}
+
+/// Encode / floor each density must reach (best kernel): from issue 3.
+pub const ENCODE_GOALS: [(u32, f64); 5] = [(0, 0.8), (1, 0.8), (5, 0.7), (25, 0.4), (100, 0.6)];
+/// Decode / floor from 1% to 25% of words changed.
+pub const DECODE_GOAL: f64 = 0.5;
+
+impl KernelBench {
+    /// The goals at the densities measured, for the dispatch kernel (or
+    /// the only kernel measured).
+    pub fn goals(&self) -> Vec<Goal> {
+        let Some(k) = self
+            .kernels
+            .iter()
+            .find(|k| k.name == self.dispatch)
+            .or(self.kernels.first())
+        else {
+            return Vec::new();
+        };
+        let mut goals = Vec::new();
+        for d in &k.densities {
+            if let Some(&(_, target)) = ENCODE_GOALS.iter().find(|g| g.0 == d.density_pct) {
+                goals.push(Goal::at_least(
+                    format!("{} encode / floor at {}%", k.name, d.density_pct),
+                    d.encode_vs_floor,
+                    target,
+                ));
+            }
+        }
+        for d in k
+            .densities
+            .iter()
+            .filter(|d| (1..=25).contains(&d.density_pct))
+        {
+            goals.push(Goal::at_least(
+                format!("{} decode / floor at {}%", k.name, d.density_pct),
+                d.decode_vs_floor,
+                DECODE_GOAL,
+            ));
+        }
+        goals
+    }
 }
 
 /// Page pairs at one density, with a reference copy per pair, a receiver
@@ -119,8 +192,8 @@ impl WorkingSet {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
     v[v.len() / 2]
 }
 
@@ -143,18 +216,20 @@ pub fn bench(
     mut progress: impl FnMut(&str),
 ) -> KernelBench {
     let pairs = (mib << 20) / (2 * PAGE_SIZE);
-    let bytes = (pairs * PAGE_SIZE) as f64;
+    let bytes = (pairs * PAGE_SIZE) as u64;
     let floor_codec = Codec::best();
-    let mut floor = BTreeMap::new();
+    let mut floor = Vec::new();
     let mut figures: Vec<KernelFigures> = codecs
         .iter()
         .map(|c| KernelFigures {
             name: c.kernel().name().into(),
-            encode_gbps: BTreeMap::new(),
-            decode_gbps: BTreeMap::new(),
+            densities: Vec::new(),
         })
         .collect();
-    for &density in densities {
+    let mut densities = densities.to_vec();
+    densities.sort_unstable();
+    densities.dedup();
+    for &density in &densities {
         progress(&format!("density {density}%"));
         let mut ws = WorkingSet::with_pattern(pairs, density, 0x5EED, clustered);
         let mut floor_t = Vec::new();
@@ -168,69 +243,78 @@ pub fn bench(
         for _ in 0..reps {
             let t = Instant::now();
             black_box(ws.floor_pass(floor_codec));
-            floor_t.push(bytes / t.elapsed().as_secs_f64() / 1e9);
+            floor_t.push(t.elapsed());
             for (k, &codec) in codecs.iter().enumerate() {
                 let t = Instant::now();
                 let len = ws.encode_pass(codec, to_b);
-                enc_t[k].push(bytes / t.elapsed().as_secs_f64() / 1e9);
+                enc_t[k].push(t.elapsed());
                 to_b = !to_b;
                 // Decode the pass just made, applied to a receiver copy that
                 // holds the same bytes as the references did before it.
                 let t = Instant::now();
                 ws.decode_pass(codec, len);
-                dec_t[k].push(bytes / t.elapsed().as_secs_f64() / 1e9);
+                dec_t[k].push(t.elapsed());
             }
         }
-        let key = density.to_string();
-        floor.insert(key.clone(), median(floor_t));
-        for (k, f) in figures.iter_mut().enumerate() {
-            f.encode_gbps.insert(key.clone(), median(enc_t[k].clone()));
-            f.decode_gbps.insert(key.clone(), median(dec_t[k].clone()));
+        let f = median(floor_t);
+        floor.push(FloorFigures {
+            density_pct: density,
+            floor: Rate::new(bytes, f),
+        });
+        for (k, figs) in figures.iter_mut().enumerate() {
+            let (e, d) = (median(enc_t[k].clone()), median(dec_t[k].clone()));
+            figs.densities.push(DensityFigures {
+                density_pct: density,
+                encode: Rate::new(bytes, e),
+                decode: Rate::new(bytes, d),
+                encode_vs_floor: f.as_secs_f64() / e.as_secs_f64().max(1e-9),
+                decode_vs_floor: f.as_secs_f64() / d.as_secs_f64().max(1e-9),
+            });
         }
     }
     KernelBench {
-        floor_gbps: floor,
+        floor,
         kernels: figures,
         dispatch: Kernel::best().name().into(),
         working_set_mib: mib,
+        pass_bytes: bytes,
         repetitions: reps,
+        clustered,
     }
 }
 
-/// The result as a Markdown table with ratios to the floor.
+/// The result as a Markdown table: GB/s with the ratio to the floor, or,
+/// for a pass too short to give a rate, its time.
 pub fn table(b: &KernelBench) -> String {
     let mut s = String::new();
-    let mut keys: Vec<u32> = b.floor_gbps.keys().filter_map(|k| k.parse().ok()).collect();
-    keys.sort_unstable();
-    let cols: Vec<String> = keys.iter().map(|d| format!("{d}%")).collect();
+    let cols: Vec<String> = b
+        .floor
+        .iter()
+        .map(|f| format!("{}%", f.density_pct))
+        .collect();
     s += &format!("| kernel | op | {} |\n", cols.join(" | "));
     s += &format!("|---|---|{}\n", "---|".repeat(cols.len()));
-    let densities: Vec<String> = keys.iter().map(|d| d.to_string()).collect();
-    let row = |m: &BTreeMap<String, f64>, floor: Option<&BTreeMap<String, f64>>| {
-        densities
-            .iter()
-            .map(|k| match floor {
-                Some(f) => format!("{:.2} ({:.2}x)", m[k], m[k] / f[k]),
-                None => format!("{:.2}", m[k]),
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
+    let cell = |r: &Rate, vs: Option<f64>| match (r.gbps, vs) {
+        (Some(g), Some(v)) => format!("{g:.2} ({v:.2}x)"),
+        (Some(g), None) => format!("{g:.2}"),
+        (None, Some(v)) => format!("{:.0} µs ({v:.0}x)", r.ms * 1e3),
+        (None, None) => format!("{:.0} µs", r.ms * 1e3),
     };
-    s += &format!(
-        "| floor | read both pages | {} |\n",
-        row(&b.floor_gbps, None)
-    );
+    let floor: Vec<String> = b.floor.iter().map(|f| cell(&f.floor, None)).collect();
+    s += &format!("| floor | read both pages | {} |\n", floor.join(" | "));
     for k in &b.kernels {
-        s += &format!(
-            "| {} | encode | {} |\n",
-            k.name,
-            row(&k.encode_gbps, Some(&b.floor_gbps))
-        );
-        s += &format!(
-            "| {} | decode | {} |\n",
-            k.name,
-            row(&k.decode_gbps, Some(&b.floor_gbps))
-        );
+        let enc: Vec<String> = k
+            .densities
+            .iter()
+            .map(|d| cell(&d.encode, Some(d.encode_vs_floor)))
+            .collect();
+        let dec: Vec<String> = k
+            .densities
+            .iter()
+            .map(|d| cell(&d.decode, Some(d.decode_vs_floor)))
+            .collect();
+        s += &format!("| {} | encode | {} |\n", k.name, enc.join(" | "));
+        s += &format!("| {} | decode | {} |\n", k.name, dec.join(" | "));
     }
     s
 }

@@ -11,11 +11,13 @@
 //!   commands; [`streams`] and [`demo`]: stream files and the built-in run;
 //!   [`tune`]: settings measured against each other on this host;
 //!   `restore_bench` (Linux): restore and read speed per superpage policy.
+//! - [`figures`]: how a ratio, a percentile, a rate and a goal are stated.
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod conformance;
 pub mod demo;
+pub mod figures;
 pub mod kernels;
 pub mod pipeline_bench;
 #[cfg(target_os = "linux")]
@@ -38,8 +40,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum LabError {
-    /// A file could not be opened, read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be opened, read or written (the cause follows in
+    /// the error's chain).
+    #[error("{path}")]
     File {
         /// The file.
         path: String,
@@ -50,8 +53,9 @@ pub enum LabError {
     /// Any other I/O failure (a socket, a pipe).
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// A trace could not be read or written.
-    #[error("{path}: {source}")]
+    /// A trace could not be read or written (the cause follows in the
+    /// error's chain).
+    #[error("{path}")]
     Trace {
         /// The trace file.
         path: String,
@@ -72,6 +76,16 @@ pub enum LabError {
     /// A job that cannot run as asked, with the reason.
     #[error("{0}")]
     Invalid(String),
+    /// A recording ended by an error after `epochs` epochs, which its
+    /// trace holds (finished and readable).
+    #[error("recording stopped by an error after {epochs} epoch(s), which the trace holds")]
+    Stopped {
+        /// Epochs completed and written.
+        epochs: usize,
+        /// The error.
+        #[source]
+        source: Box<LabError>,
+    },
 }
 
 impl LabError {
@@ -92,24 +106,35 @@ impl LabError {
     }
 }
 
-/// The folders searched for the bundled traces, in order: `$CKPT_TRACES`,
-/// `traces/` beside the executable and one level up (an installed tree's
-/// `share/ckpt/traces` too), and the source tree's `traces/`.
+/// The folders searched for the bundled traces, in order: `$CKPT_TRACES`;
+/// `traces/` beside the executable and one level up, and an installed
+/// tree's `share/ckpt/traces`; and, for an executable cargo built in its
+/// build folder (one with a `.fingerprint` folder beside it or one level
+/// up), the source tree's `traces/`. A copied or installed executable does
+/// not look in the tree it was built from, which may be gone.
 pub fn trace_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os("CKPT_TRACES") {
         dirs.push(PathBuf::from(d));
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(bin) = exe.parent() {
-            dirs.push(bin.join("traces"));
-            if let Some(up) = bin.parent() {
-                dirs.push(up.join("traces"));
-                dirs.push(up.join("share/ckpt/traces"));
-            }
+    let exe = std::env::current_exe().ok();
+    let bin = exe.as_deref().and_then(Path::parent);
+    if let Some(bin) = bin {
+        dirs.push(bin.join("traces"));
+        if let Some(up) = bin.parent() {
+            dirs.push(up.join("traces"));
+            dirs.push(up.join("share/ckpt/traces"));
         }
     }
-    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../traces"));
+    let built_here = bin.is_some_and(|b| {
+        b.join(".fingerprint").is_dir()
+            || b.parent()
+                .is_some_and(|up| up.join(".fingerprint").is_dir())
+    });
+    if built_here {
+        let lab = Path::new(env!("CARGO_MANIFEST_DIR"));
+        dirs.push(lab.parent().unwrap_or(lab).join("traces"));
+    }
     dirs
 }
 
@@ -131,4 +156,22 @@ pub fn bundled_traces() -> Vec<PathBuf> {
         }
     }
     Vec::new()
+}
+
+/// Writes a trace carried inside an executable to a file the commands can
+/// open: `name` in a folder of the system's temporary directory named for
+/// this version, written once (through a temporary name, then renamed, so
+/// a concurrent run never reads half a file) and reused while it holds the
+/// same bytes. Returns the file's path.
+pub fn embedded_trace(name: &str, bytes: &[u8]) -> Result<PathBuf, LabError> {
+    let dir = std::env::temp_dir().join(format!("ckpt-{}-traces", env!("CARGO_PKG_VERSION")));
+    let path = dir.join(name);
+    if std::fs::read(&path).is_ok_and(|b| b == bytes) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::file(&dir, e))?;
+    let part = dir.join(format!("{name}.{}.part", std::process::id()));
+    std::fs::write(&part, bytes).map_err(|e| LabError::file(&part, e))?;
+    std::fs::rename(&part, &path).map_err(|e| LabError::file(&path, e))?;
+    Ok(path)
 }

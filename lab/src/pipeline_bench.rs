@@ -7,6 +7,7 @@
 //! - Peak resident memory (VmHWM) of a sender and of a receiver, each run in
 //!   a child process of its own, against their budgets.
 
+use crate::figures::Goal;
 use crate::synth::{fill_page, mutate, Rng};
 use crate::LabError;
 use ckpt_engine::lab::{BatchEncoder, StagingRing, SEGMENT_PAGES};
@@ -144,19 +145,7 @@ pub fn staging_vs_memcpy(reps: usize) -> (f64, f64) {
     (median(stage), median(copy))
 }
 
-/// Peak resident memory of this process, from /proc/self/status (VmHWM).
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kb| kb * 1024)
-}
+pub use crate::figures::peak_rss_bytes;
 
 /// Guest size of the memory runs: 64 Ki pages (256 MiB).
 pub const RSS_GUEST: u64 = 1 << 16;
@@ -288,6 +277,35 @@ pub struct PipelineFigures {
     pub kernel: String,
     /// Repetitions behind each median.
     pub repetitions: usize,
+}
+
+/// Compression speedup two threads must reach over one.
+pub const SPEEDUP_GOAL: f64 = 1.8;
+/// Most staging may cost against a plain memcpy of the same pages.
+pub const STAGE_GOAL: f64 = 1.1;
+
+impl PipelineFigures {
+    /// The pipeline's goals against these figures.
+    pub fn goals(&self) -> Vec<Goal> {
+        vec![
+            Goal::at_least(
+                "compress speedup, 2 threads over 1",
+                self.speedup,
+                SPEEDUP_GOAL,
+            ),
+            Goal::at_most("staging time / memcpy time", self.stage_ratio, STAGE_GOAL),
+            Goal::at_most(
+                "sender peak RSS / budget",
+                self.sender_peak_rss as f64 / self.sender_budget as f64,
+                1.0,
+            ),
+            Goal::at_most(
+                "receiver peak RSS / budget",
+                self.receiver_peak_rss as f64 / self.receiver_budget as f64,
+                1.0,
+            ),
+        ]
+    }
 }
 
 /// Runs the whole measurement: compression with 1 and 2 threads, the floor

@@ -20,7 +20,9 @@
 //!
 //! Pages of shared mappings are keyed by their file and offset, so memory
 //! shared by several processes is recorded once. Changed pages are written
-//! to the trace after the target resumes.
+//! to the trace after the target resumes. Every process a pause stopped is
+//! resumed however the pause ends (done, an error, a panic); a target is
+//! checked before anything is written ([`check_target`]).
 
 use crate::trace::{TraceError, TraceWriter};
 use ckpt_engine::PageType;
@@ -43,7 +45,7 @@ pub enum RecordError {
     #[error(transparent)]
     Trace(#[from] TraceError),
     /// A /proc file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Proc {
         /// The file.
         path: String,
@@ -54,12 +56,31 @@ pub enum RecordError {
     #[error("process {0} did not stop within a second")]
     NotStopped(i32),
     /// Signalling the target failed.
-    #[error("cannot signal process {pid}: {source}")]
+    #[error("cannot signal process {pid}")]
     Signal {
         /// The process.
         pid: i32,
         /// Why.
         source: nix::Error,
+    },
+    /// No process has this id.
+    #[error("process {0} does not exist")]
+    NoProcess(i32),
+    /// The process exists but this recorder may not stop or read it.
+    #[error("process {pid} cannot be recorded: {reason}")]
+    NotRecordable {
+        /// The process.
+        pid: i32,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The command to record could not be started.
+    #[error("cannot start {command}")]
+    Spawn {
+        /// The program.
+        command: String,
+        /// Why.
+        source: std::io::Error,
     },
 }
 
@@ -261,6 +282,70 @@ pub fn process_tree(pid: i32, children: bool) -> Vec<i32> {
         i += 1;
     }
     pids
+}
+
+/// Checks that `pid` can be recorded before anything is written: it exists,
+/// is not this process (which would stop itself), is not already stopped
+/// (the recorder resumes what it stops, and would resume it too), and this
+/// process may signal it and read its memory.
+pub fn check_target(pid: i32) -> Result<(), RecordError> {
+    let not = |reason: &str| RecordError::NotRecordable {
+        pid,
+        reason: reason.into(),
+    };
+    if pid <= 0 {
+        return Err(not("process ids are positive"));
+    }
+    if pid as u32 == std::process::id() {
+        return Err(not("it is this recorder"));
+    }
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RecordError::NoProcess(pid))
+        }
+        Err(e) => return Err(proc_err(&format!("/proc/{pid}/stat"), e)),
+    };
+    match state_of(&stat).as_deref() {
+        Some("T" | "t") => return Err(not("it is stopped already; resume it first")),
+        Some("Z" | "X") => return Err(not("it has exited")),
+        _ => {}
+    }
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) => {}
+        Err(nix::Error::ESRCH) => return Err(RecordError::NoProcess(pid)),
+        Err(nix::Error::EPERM) => return Err(not("not permitted to signal it")),
+        Err(source) => return Err(RecordError::Signal { pid, source }),
+    }
+    // Reading its page map takes the same permission as reading its memory.
+    let path = format!("/proc/{pid}/pagemap");
+    File::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => not("not permitted to read its memory"),
+        _ => proc_err(&path, e),
+    })?;
+    Ok(())
+}
+
+/// The state letter of a `/proc/PID/stat` line.
+fn state_of(stat: &str) -> Option<String> {
+    // The command name may hold spaces and parentheses; fields resume after
+    // the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|x| x.1.split_whitespace().next().map(String::from))
+}
+
+/// Processes stopped with SIGSTOP, resumed with SIGCONT when this is
+/// dropped: on every way out of a pause (return, error or panic).
+struct Paused<'a> {
+    pids: &'a [i32],
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        for &p in self.pids {
+            let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
+        }
+    }
 }
 
 /// True when every thread of `pid` is stopped (or the process is gone).
@@ -532,18 +617,23 @@ impl Recorder {
     ) -> Result<Option<EpochStats>, RecordError> {
         let pids = process_tree(root, children);
         let t = Instant::now();
-        for &p in &pids {
-            match kill(Pid::from_raw(p), Signal::SIGSTOP) {
-                Ok(()) => {}
-                Err(nix::Error::ESRCH) if p == root => return Ok(None),
-                Err(nix::Error::ESRCH) => {}
-                Err(source) => return Err(RecordError::Signal { pid: p, source }),
+        let result = {
+            // Resumes every process of the list, however this block ends.
+            let _paused = Paused { pids: &pids };
+            let mut stopped = Ok(());
+            for &p in &pids {
+                match kill(Pid::from_raw(p), Signal::SIGSTOP) {
+                    Ok(()) => {}
+                    Err(nix::Error::ESRCH) if p == root => return Ok(None),
+                    Err(nix::Error::ESRCH) => {}
+                    Err(source) => {
+                        stopped = Err(RecordError::Signal { pid: p, source });
+                        break;
+                    }
+                }
             }
-        }
-        let result = self.scan(&pids, t);
-        for &p in &pids {
-            let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
-        }
+            stopped.and_then(|()| self.scan(&pids, t))
+        };
         let pause = t.elapsed();
         let mut stats = match result {
             Ok(Some(x)) => x,

@@ -1,14 +1,23 @@
 //! A whole recording (`ckpt record`): starts or attaches to the target,
 //! checkpoints it epoch by epoch into a trace file until a stop rule holds,
 //! and ends the target it started.
+//!
+//! A recording never leaves its target stopped and always leaves a readable
+//! trace: SIGINT, SIGTERM and SIGHUP only ask the loop to stop (a pause in
+//! progress completes and resumes the target first), and on an error the
+//! target is resumed and the epochs completed so far are finished into the
+//! trace before the error is returned. (SIGKILL cannot be caught: a
+//! recorder killed that way inside a pause leaves its target stopped.)
 
-use crate::record::{EpochStats, Recorder};
+use crate::record::{check_target, EpochStats, RecordError, Recorder};
 use crate::trace::TraceWriter;
 use crate::LabError;
 use ckpt_simd::Codec;
-use hdrhistogram::Histogram;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What to record and for how long.
@@ -35,21 +44,62 @@ pub struct RecordArgs {
 pub struct RecordReport {
     /// Per-epoch figures, the first (initial image) included.
     pub epochs: Vec<EpochStats>,
+    /// The signal that ended the recording early, if one did.
+    pub stopped_by: Option<&'static str>,
+}
+
+/// Signals that end a recording early, with their names.
+const STOP_SIGNALS: [(i32, &str); 3] =
+    [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")];
+
+/// Catches SIGINT, SIGTERM and SIGHUP while it lives: each only sets a
+/// flag, which a loop that stops processes (the recorder's, a sender's from
+/// a live process) reads between steps, so that a pause in progress always
+/// completes and resumes its processes. Once it is dropped the signals have
+/// their default action (termination) again.
+pub struct StopSignals {
+    caught: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+}
+
+impl StopSignals {
+    /// Starts catching the signals.
+    pub fn catch() -> Result<StopSignals, LabError> {
+        let caught = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        for (sig, _) in STOP_SIGNALS {
+            signal_hook::flag::register_conditional_default(sig, done.clone())?;
+            signal_hook::flag::register_usize(sig, caught.clone(), sig as usize)?;
+        }
+        Ok(StopSignals { caught, done })
+    }
+
+    /// The name of the stop signal caught, if any.
+    pub fn caught(&self) -> Option<&'static str> {
+        let sig = self.caught.load(Ordering::SeqCst) as i32;
+        STOP_SIGNALS.iter().find(|s| s.0 == sig).map(|s| s.1)
+    }
+
+    /// Sleeps for `d`, or less if a stop signal arrives.
+    pub fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while self.caught().is_none() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(5)));
+        }
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
 }
 
 impl RecordReport {
-    /// Pause percentiles in ms over the epochs after the first: (p50, p99).
-    pub fn pause_ms(&self) -> (f64, f64) {
-        let mut h = Histogram::<u64>::new(3).expect("histogram");
-        for e in self.epochs.iter().skip(1) {
-            let _ = h.record(e.pause.as_micros() as u64);
-        }
-        (
-            h.value_at_quantile(0.5) as f64 / 1e3,
-            h.value_at_quantile(0.99) as f64 / 1e3,
-        )
-    }
-
     /// Pause per MiB scanned, in ms, over the epochs after the first.
     pub fn ms_per_mib(&self) -> f64 {
         let (mut t, mut b) = (0.0, 0.0);
@@ -85,24 +135,36 @@ impl Drop for Target {
     }
 }
 
-/// Records until the epochs or duration are reached or the target exits,
-/// telling `progress` about each epoch with the time since the start.
+/// Records until the epochs or duration are reached, the target exits or
+/// a stop signal arrives, telling `progress` about each epoch with the time
+/// since the start. On an error the epochs completed are finished into the
+/// trace (which stays readable) and the error is returned.
 pub fn record(
     args: &RecordArgs,
     codec: Codec,
     progress: &mut dyn FnMut(&EpochStats, Duration),
 ) -> Result<RecordReport, LabError> {
+    // Caught before any process is stopped, so that no signal can end this
+    // process between a stop and the matching resume.
+    let signals = StopSignals::catch()?;
     let target = match args.pid {
-        Some(pid) => Target { pid, child: None },
+        Some(pid) => {
+            check_target(pid)?;
+            Target { pid, child: None }
+        }
         None => {
             let (cmd, rest) = args
                 .command
                 .split_first()
                 .ok_or_else(|| LabError::Invalid("give a command after -- or --pid".into()))?;
-            let child = Command::new(cmd)
-                .args(rest)
-                .spawn()
-                .map_err(|e| LabError::file(std::path::Path::new(cmd), e))?;
+            let child =
+                Command::new(cmd)
+                    .args(rest)
+                    .spawn()
+                    .map_err(|source| RecordError::Spawn {
+                        command: cmd.clone(),
+                        source,
+                    })?;
             Target {
                 pid: child.id() as i32,
                 child: Some(child),
@@ -121,23 +183,41 @@ pub fn record(
         .map_err(|e| LabError::trace(&args.output, e))?;
     let mut recorder = Recorder::new(writer, codec, 2);
     let started = Instant::now();
-    let mut report = RecordReport { epochs: Vec::new() };
-    loop {
+    let mut report = RecordReport {
+        epochs: Vec::new(),
+        stopped_by: None,
+    };
+    let outcome = loop {
         if args.epochs.is_some_and(|n| report.epochs.len() as u64 >= n)
             || args.duration.is_some_and(|d| started.elapsed() >= d)
         {
-            break;
+            break Ok(());
         }
-        std::thread::sleep(args.epoch);
-        match recorder.epoch(target.pid, args.children, args.epoch)? {
-            Some(stats) => {
+        signals.sleep(args.epoch);
+        if let Some(name) = signals.caught() {
+            report.stopped_by = Some(name);
+            break Ok(());
+        }
+        match recorder.epoch(target.pid, args.children, args.epoch) {
+            Ok(Some(stats)) => {
                 progress(&stats, started.elapsed());
                 report.epochs.push(stats);
             }
-            None => break, // the target exited
+            Ok(None) => break Ok(()), // the target exited
+            Err(e) => break Err(e),
         }
-    }
+    };
     drop(target);
-    recorder.finish()?;
-    Ok(report)
+    let finished = recorder.finish();
+    match (outcome, finished) {
+        (Ok(()), Ok(())) => {
+            report.stopped_by = report.stopped_by.or(signals.caught());
+            Ok(report)
+        }
+        (Err(e), Ok(())) => Err(LabError::Stopped {
+            epochs: report.epochs.len(),
+            source: Box::new(e.into()),
+        }),
+        (_, Err(e)) => Err(e.into()),
+    }
 }

@@ -42,6 +42,8 @@ pub trait Source {
 pub struct TraceSource<R: Read> {
     reader: TraceReader<R>,
     first: bool,
+    /// The file, named in errors (empty for a reader of no file).
+    path: String,
 }
 
 impl<R: Read> TraceSource<R> {
@@ -50,6 +52,7 @@ impl<R: Read> TraceSource<R> {
         TraceSource {
             reader,
             first: true,
+            path: String::new(),
         }
     }
 
@@ -63,7 +66,10 @@ impl TraceSource<std::fs::File> {
     /// Opens a trace file.
     pub fn open(path: &std::path::Path) -> Result<Self, LabError> {
         let reader = TraceReader::open(path).map_err(|e| LabError::trace(path, e))?;
-        Ok(TraceSource::new(reader))
+        Ok(TraceSource {
+            path: path.display().to_string(),
+            ..TraceSource::new(reader)
+        })
     }
 }
 
@@ -77,7 +83,7 @@ impl<R: Read> Source for TraceSource<R> {
             .reader
             .next_epoch()
             .map_err(|e: TraceError| LabError::Trace {
-                path: String::new(),
+                path: self.path.clone(),
                 source: e,
             })?
         else {
@@ -123,12 +129,24 @@ pub fn send_checkpoint<W: Write + Send + 'static>(
 pub fn replay<W: Write + Send + 'static, S: Source + ?Sized>(
     source: &mut S,
     sender: &mut Sender<W>,
-    mut each: impl FnMut(&Checkpoint, &mut Sender<W>) -> Result<(), LabError>,
+    each: impl FnMut(&Checkpoint, &mut Sender<W>) -> Result<(), LabError>,
+) -> Result<u64, LabError> {
+    replay_observed(source, sender, each, |_, _| Ok(()))
+}
+
+/// [`replay`], calling `after` too, with each checkpoint once it is handed
+/// to the sender (`send_checkpoint` returned: staging done).
+pub fn replay_observed<W: Write + Send + 'static, S: Source + ?Sized>(
+    source: &mut S,
+    sender: &mut Sender<W>,
+    mut before: impl FnMut(&Checkpoint, &mut Sender<W>) -> Result<(), LabError>,
+    mut after: impl FnMut(&Checkpoint, &mut Sender<W>) -> Result<(), LabError>,
 ) -> Result<u64, LabError> {
     let mut n = 0;
     while let Some(cp) = source.next_checkpoint()? {
-        each(&cp, sender)?;
+        before(&cp, sender)?;
         send_checkpoint(sender, &cp)?;
+        after(&cp, sender)?;
         n += 1;
     }
     Ok(n)

@@ -1,7 +1,11 @@
 //! `ckpt bench`: bundled or given traces through the sender and receiver.
 
-use super::{Context, Tuning, Usage};
+use super::output::{self, gbps, mib, size, Out};
+use super::{Context, Tuning};
 use anyhow::Context as _;
+use ckpt_lab::bench::BenchReport;
+use serde::Serialize;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,12 +13,13 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     /// Trace to replay (default: the bundled redis trace; see --all).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     trace: Option<PathBuf>,
     /// Replay every bundled trace.
     #[arg(long)]
     all: bool,
-    /// Print one JSON object per trace.
+    /// Print one JSON document: {"traces": [one object per trace]}, each
+    /// with a per-checkpoint "series".
     #[arg(long)]
     json: bool,
     /// How the backup's memory is backed (default: the config's).
@@ -24,96 +29,141 @@ pub struct Args {
     tuning: Tuning,
 }
 
+/// The `--json` document.
+#[derive(Serialize)]
+struct Document<'a> {
+    traces: &'a [BenchReport],
+}
+
 /// Runs the bench and prints each trace's figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
     let opts = ctx.sender_options(&args.tuning, 1);
     let traces = match (args.trace, args.all) {
         (Some(t), _) => vec![t],
-        (None, true) => ckpt_lab::bundled_traces(),
-        (None, false) => ckpt_lab::bundled_traces()
-            .into_iter()
-            .filter(|p| p.to_string_lossy().contains("redis"))
-            .take(1)
-            .collect(),
+        (None, true) => super::bundled_traces()?,
+        (None, false) => vec![super::redis_trace()?],
     };
-    if traces.is_empty() {
-        return Err(Usage("no bundled trace found; set CKPT_TRACES or give --trace".into()).into());
-    }
-    let mut ok = true;
-    for t in traces {
+    let mut out = Out::new();
+    let bar = ctx.progress(Some(traces.len() as u64), "bench");
+    let mut reports = Vec::new();
+    for t in &traces {
+        bar.set_message(t.display().to_string());
         let superpages = args.superpages.unwrap_or(ctx.config.receiver.superpages);
-        let r = ckpt_lab::bench::run(&t, codec, &opts, superpages)
-            .with_context(|| format!("benchmarking {}", t.display()))?;
-        ok &= r.verified;
-        if args.json {
-            println!("{}", serde_json::to_string(&r)?);
-            continue;
+        let r = ckpt_lab::bench::run(t, codec, &opts, superpages)
+            .with_context(|| format!("cannot benchmark {}", t.display()))?;
+        bar.inc(1);
+        if !args.json {
+            bar.suspend(|| print(&mut out, &r))?;
         }
-        println!(
-            "{} ({}), kernel {}, {} thread(s)",
-            r.trace, r.workload, r.kernel, r.threads
-        );
-        println!(
-            "  {} checkpoints, {} pages, {:.1} MiB in, {:.1} MiB out, ratio {:.2}",
-            r.checkpoints,
-            r.pages,
-            r.input_bytes as f64 / (1 << 20) as f64,
-            r.output_bytes as f64 / (1 << 20) as f64,
-            r.ratio
-        );
-        println!(
-            "  encode {:.2} GB/s ({:.2}x the floor of {:.2} GB/s), decode {:.2} GB/s, {:.0} pages/s",
-            r.encode_gbps, r.encode_vs_floor, r.floor_gbps, r.decode_gbps, r.pages_per_s
-        );
-        println!(
-            "  floor over contiguous copies of the same pages {:.2} GB/s (encode {:.2}x that)",
-            r.floor_copies_gbps,
-            r.encode_gbps / r.floor_copies_gbps
-        );
-        println!(
-            "  dirty pages per checkpoint p50 {} p99 {}; {:.1}% of words changed in re-dirtied pages, {:.0} runs per page",
-            r.dirty_pages_p50,
-            r.dirty_pages_p99,
-            100.0 * r.words_changed_share,
-            r.runs_per_page
-        );
-        println!(
-            "  pages: {:.1}% FULL on cache miss, {:.1}% delta, {:.1}% unchanged",
-            100.0 * r.full_miss_share,
-            100.0 * r.delta_share,
-            100.0 * r.empty_share
-        );
-        for (name, p) in [
-            ("stage", r.stage_ms),
-            ("compress", r.compress_ms),
-            ("checkpoint", r.checkpoint_ms),
-        ] {
-            println!(
-                "  {name:<10} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
-                p.p50, p.p99, p.p999
-            );
-        }
-        println!(
-            "  verified: {}; peak RSS {:.1} MiB",
-            r.verified,
-            r.peak_rss_bytes as f64 / (1 << 20) as f64
-        );
-        if let Some(s) = &r.superpages {
-            println!(
-                "  backup memory ({}): {} extents of 2 MiB ({} broken), {} pages of 4 KiB; {} of the fully written extents on huge pages",
-                s.superpage_policy,
-                s.extents_2m,
-                s.extents_broken,
-                s.pages_4k,
-                s.huge_extent_share
-                    .map_or("unknown".into(), |x| format!("{:.0}%", 100.0 * x))
-            );
-        }
+        reports.push(r);
     }
-    Ok(if ok {
+    bar.finish_and_clear();
+    if args.json {
+        output::json(&mut out, &Document { traces: &reports })?;
+    }
+    Ok(if reports.iter().all(|r| r.verified) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{} ({}), kernel {}, {} thread(s)",
+        r.trace, r.workload, r.kernel, r.threads
+    )?;
+    writeln!(
+        out,
+        "  {} checkpoints after the initial image: {} pages, {} of pages sent as {}: ratio {:.2}",
+        r.checkpoints,
+        r.pages,
+        size(r.input_bytes),
+        size(r.output_bytes),
+        r.ratio
+    )?;
+    writeln!(
+        out,
+        "  with the initial image ({} pages, sent uncompressed): {} of stream, ratio {:.2}",
+        r.initial_image_pages,
+        size(r.stream_bytes),
+        r.ratio_with_initial_image
+    )?;
+    let vs = |a: Option<f64>, b: Option<f64>| match a.zip(b) {
+        Some((a, b)) => format!("{:.2}x", a / b),
+        None => "n/a".into(),
+    };
+    writeln!(
+        out,
+        "  encode {} in {:.1} ms; the floor (reading both pages where the encoder reads them) {}; encode / floor {}",
+        gbps(r.encode_gbps),
+        r.encode_ms,
+        gbps(r.floor_gbps),
+        vs(r.encode_gbps, r.floor_gbps),
+    )?;
+    writeln!(
+        out,
+        "  the floor over contiguous copies of the same pages {}; encode / that {}",
+        gbps(r.floor_copies_gbps),
+        vs(r.encode_gbps, r.floor_copies_gbps)
+    )?;
+    writeln!(
+        out,
+        "  decode (receiver: parse, verify, apply) {} in {:.1} ms",
+        gbps(r.decode_gbps),
+        r.decode_ms
+    )?;
+    writeln!(
+        out,
+        "  dirty pages per checkpoint: median {}, most {}; {:.1}% of words changed in re-dirtied pages, {:.0} runs per page",
+        r.dirty_pages_p50,
+        r.dirty_pages_max,
+        100.0 * r.words_changed_share,
+        r.runs_per_page
+    )?;
+    writeln!(
+        out,
+        "  pages: {:.1}% FULL on cache miss, {:.1}% delta, {:.1}% unchanged",
+        100.0 * r.full_miss_share,
+        100.0 * r.delta_share,
+        100.0 * r.empty_share
+    )?;
+    writeln!(out, "  latency per checkpoint after the initial image:")?;
+    for (name, q) in [
+        ("stage", &r.stage_ms),
+        ("compress", &r.compress_ms),
+        ("checkpoint", &r.checkpoint_ms),
+    ] {
+        writeln!(out, "  {}", output::quantiles(name, q, "checkpoints"))?;
+    }
+    writeln!(
+        out,
+        "  verified: {}; peak RSS {:.1} MiB ({})",
+        if r.verified {
+            "every checkpoint equals the trace's"
+        } else {
+            "MISMATCH"
+        },
+        mib(r.peak_rss_bytes),
+        if r.peak_rss_scope == "trace" {
+            "while this trace ran"
+        } else {
+            "of the whole process: this system did not let it be reset"
+        }
+    )?;
+    if let Some(sp) = &r.superpages {
+        writeln!(
+            out,
+            "  backup memory ({}): {} extents of 2 MiB ({} broken), {} pages of 4 KiB; {} of the fully written extents on huge pages",
+            sp.superpage_policy,
+            sp.extents_2m,
+            sp.extents_broken,
+            sp.pages_4k,
+            sp.huge_extent_share
+                .map_or("unknown".into(), |x| format!("{:.0}%", 100.0 * x))
+        )?;
+    }
+    Ok(())
 }

@@ -1,7 +1,11 @@
 //! `ckpt demo`: the README's first command.
 
-use super::{Context, Tuning, Usage};
+use super::output::{self, size, Out};
+use super::{Context, Tuning};
 use anyhow::Context as _;
+use ckpt_lab::figures::{Quantiles, Ratios};
+use serde::Serialize;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +15,33 @@ pub struct Args {
     /// Trace to replicate (default: the bundled redis trace).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Print the figures as one JSON document.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     tuning: Tuning,
+}
+
+/// The `--json` document.
+#[derive(Serialize)]
+struct Document {
+    trace: String,
+    kernel: String,
+    threads: usize,
+    checkpoints: u64,
+    initial_image_pages: u64,
+    pages: u64,
+    full_miss_pages: u64,
+    full_raw_pages: u64,
+    empty_pages: u64,
+    delta_pages: u64,
+    ratios: Ratios,
+    stage_ms: Quantiles,
+    checkpoint_ms: Quantiles,
+    committed: u64,
+    receive_ms: f64,
+    wall_ms: f64,
+    verified: bool,
 }
 
 /// Runs the demo and prints what a user wants to see first.
@@ -20,73 +49,99 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
     let trace = match args.trace {
         Some(t) => t,
-        None => ckpt_lab::bundled_traces()
-            .into_iter()
-            .find(|p| p.to_string_lossy().contains("redis"))
-            .ok_or_else(|| {
-                Usage(format!(
-                    "no bundled trace found (searched {}); set CKPT_TRACES or give --trace",
-                    ckpt_lab::trace_dirs()
-                        .iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?,
+        None => super::redis_trace()?,
     };
     let opts = ctx.sender_options(&args.tuning, 1);
+    let bar = ctx.progress(None, "demo");
+    bar.set_message(format!("replicating {}", trace.display()));
     let r = ckpt_lab::demo::run(&trace, codec, &opts)
-        .with_context(|| format!("replicating {}", trace.display()))?;
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        .with_context(|| format!("cannot replicate {}", trace.display()))?;
+    bar.finish_and_clear();
     let s = &r.sent;
-    println!(
+    let ratios = Ratios::of_stream(s);
+    let ok = r.verified && r.committed == s.checkpoints;
+    let code = if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    let mut out = Out::new();
+    if args.json {
+        output::json(
+            &mut out,
+            &Document {
+                trace: trace.display().to_string(),
+                kernel: codec.kernel().name().into(),
+                threads: opts.compress.threads,
+                checkpoints: s.checkpoints,
+                initial_image_pages: s.uncompressed,
+                pages: s.pages,
+                full_miss_pages: s.counts.full_miss,
+                full_raw_pages: s.counts.full_raw,
+                empty_pages: s.counts.empty,
+                delta_pages: s.counts.delta,
+                ratios,
+                stage_ms: Quantiles::of_latency(&r.latencies.stage),
+                checkpoint_ms: Quantiles::of_latency(&r.latencies.checkpoint),
+                committed: r.committed,
+                receive_ms: r.receive.as_secs_f64() * 1e3,
+                wall_ms: r.wall.as_secs_f64() * 1e3,
+                verified: r.verified,
+            },
+        )?;
+        return Ok(code);
+    }
+    writeln!(
+        out,
         "{} replicated primary -> backup over loopback TCP: kernel {}, {} compression thread(s)",
         trace.display(),
         codec.kernel(),
         opts.compress.threads
-    );
-    let later_in = (s.pages - s.uncompressed) * 4096;
-    let later_out = s.output_bytes - s.uncompressed_output_bytes;
-    println!(
-        "{} checkpoints after the initial image ({} pages): {:.1} MiB of pages sent as {:.1} MiB ({:.1}x fewer bytes)",
+    )?;
+    writeln!(
+        out,
+        "{} checkpoints after the initial image ({} pages): {} of pages sent as {}: ratio {:.2}",
         s.checkpoints.saturating_sub(1),
         s.pages - s.uncompressed,
-        mib(later_in),
-        mib(later_out),
-        later_in as f64 / later_out.max(1) as f64
-    );
-    println!(
-        "initial image: {} pages, {:.1} MiB uncompressed",
+        size(ratios.checkpoint_input_bytes),
+        size(ratios.checkpoint_output_bytes),
+        ratios.ratio
+    )?;
+    writeln!(
+        out,
+        "with the initial image ({} pages, sent uncompressed): {} of pages sent as {}: ratio {:.2}",
         s.uncompressed,
-        mib(s.uncompressed_output_bytes)
-    );
-    println!(
-        "pages: {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA",
+        size(ratios.total_input_bytes),
+        size(ratios.total_output_bytes),
+        ratios.ratio_with_initial_image
+    )?;
+    writeln!(
+        out,
+        "pages after the initial image: {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA",
         s.counts.full_miss, s.counts.full_raw, s.counts.empty, s.counts.delta
-    );
-    println!("latency per checkpoint:");
-    println!("{}", super::latency_row("stage", &r.latencies.stage));
-    println!(
-        "{}",
-        super::latency_row("checkpoint", &r.latencies.checkpoint)
-    );
-    println!(
+    )?;
+    writeln!(out, "latency per checkpoint, the initial image included:")?;
+    for (name, l) in [
+        ("stage", &r.latencies.stage),
+        ("checkpoint", &r.latencies.checkpoint),
+    ] {
+        writeln!(out, "{}", super::latency_row(name, l))?;
+    }
+    writeln!(
+        out,
         "backup committed {} checkpoints in {:.1} ms; wall {:.1} ms",
         r.committed,
         r.receive.as_secs_f64() * 1e3,
         r.wall.as_secs_f64() * 1e3
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "verified: {}",
         if r.verified {
             "every page of the backup equals the trace's"
         } else {
             "MISMATCH"
         }
-    );
-    Ok(if r.verified && r.committed == s.checkpoints {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    )?;
+    Ok(code)
 }

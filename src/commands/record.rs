@@ -1,11 +1,13 @@
 //! `ckpt record`: a live process into a trace.
 
+use super::output::{self, Out};
 use super::{Context, Usage};
 use anyhow::Context as _;
+use ckpt_lab::figures::Quantiles;
 use ckpt_lab::record::EpochStats;
 use ckpt_lab::record_session::{record, RecordArgs};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use serde::Serialize;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,7 +28,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_seconds)]
     seconds: Option<f64>,
     /// Attach to this process instead of starting a command.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
     pid: Option<i32>,
     /// Also stop and record the target's descendants.
     #[arg(long)]
@@ -34,6 +36,9 @@ pub struct Args {
     /// Workload name stored in the trace.
     #[arg(long, default_value = "unnamed")]
     name: String,
+    /// Print the figures as one JSON document.
+    #[arg(long)]
+    json: bool,
     /// Command to start and record.
     #[arg(last = true)]
     command: Vec<String>,
@@ -47,11 +52,34 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// The `--json` document.
+#[derive(Serialize)]
+struct Document {
+    output: String,
+    /// Epochs recorded, the initial image included.
+    epochs: usize,
+    initial_image_pages: u64,
+    initial_image_pause_ms: f64,
+    /// Pause per epoch after the initial image.
+    pause_ms: Quantiles,
+    scanned_mib_per_epoch: f64,
+    ms_per_mib_scanned: f64,
+    dirty_pages_per_epoch: Vec<u64>,
+    /// The signal that ended the recording early, if one did.
+    stopped_by: Option<&'static str>,
+}
+
 /// Records and prints the pause figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(None)?;
     if args.epochs.is_none() && args.seconds.is_none() && args.pid.is_some() {
         return Err(Usage("give --epochs or --seconds when attaching".into()).into());
+    }
+    if args.pid.is_some() && !args.command.is_empty() {
+        return Err(Usage("give either --pid or a command after --, not both".into()).into());
+    }
+    if args.pid.is_none() && args.command.is_empty() {
+        return Err(Usage("give --pid PID or a command after --".into()).into());
     }
     let rec = RecordArgs {
         output: args.output.clone(),
@@ -63,20 +91,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         command: args.command,
         name: args.name,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let b = match rec.epochs {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::new(rec.duration.map_or(0, |d| d.as_secs())),
-        };
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
+    let bar = match (rec.epochs, rec.duration) {
+        (Some(n), _) => ctx.progress(Some(n), "record"),
+        (None, Some(d)) => ctx.progress(Some(d.as_secs().max(1)), "record"),
+        (None, None) => ctx.progress(None, "record"),
     };
     let by_epochs = rec.epochs.is_some();
     let r = record(&rec, codec, &mut |stats: &EpochStats, elapsed| {
@@ -92,46 +110,80 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             bar.set_position(elapsed.as_secs())
         }
     })
-    .with_context(|| format!("recording into {}", args.output.display()))?;
+    .with_context(|| match rec.pid {
+        Some(pid) => format!("cannot record process {pid} into {}", args.output.display()),
+        None => format!("cannot record into {}", args.output.display()),
+    })?;
     bar.finish_and_clear();
-    let (p50, p99) = r.pause_ms();
+    if let Some(sig) = r.stopped_by {
+        let _ = writeln!(
+            std::io::stderr(),
+            "ckpt: {sig} received: recording stopped after {} epoch(s); the target was resumed and the trace holds them",
+            r.epochs.len()
+        );
+    }
     let first = r.epochs.first().copied().unwrap_or_default();
-    let later = r.epochs.len().saturating_sub(1);
-    let scanned: f64 = r
-        .epochs
-        .iter()
-        .skip(1)
-        .map(|e| e.scanned_bytes as f64)
-        .sum::<f64>()
-        / (later.max(1) as f64 * (1 << 20) as f64);
-    println!(
+    let later = &r.epochs[r.epochs.len().min(1)..];
+    let pause = Quantiles::of_ms(
+        &later
+            .iter()
+            .map(|e| e.pause.as_secs_f64() * 1e3)
+            .collect::<Vec<_>>(),
+    );
+    let scanned = later.iter().map(|e| e.scanned_bytes).sum::<u64>() as f64
+        / (later.len().max(1) as f64 * (1 << 20) as f64);
+    let mut out = Out::new();
+    if args.json {
+        output::json(
+            &mut out,
+            &Document {
+                output: args.output.display().to_string(),
+                epochs: r.epochs.len(),
+                initial_image_pages: first.dirty_pages,
+                initial_image_pause_ms: first.pause.as_secs_f64() * 1e3,
+                pause_ms: pause,
+                scanned_mib_per_epoch: scanned,
+                ms_per_mib_scanned: r.ms_per_mib(),
+                dirty_pages_per_epoch: r.epochs.iter().map(|e| e.dirty_pages).collect(),
+                stopped_by: r.stopped_by,
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
         "{}: {} epochs; initial image {} pages (pause {:.1} ms)",
         args.output.display(),
         r.epochs.len(),
         first.dirty_pages,
         first.pause.as_secs_f64() * 1e3
-    );
-    println!(
-        "pause per epoch p50 {p50:.2} ms, p99 {p99:.2} ms over {later} epochs; {scanned:.1} MiB scanned per epoch; {:.3} ms per MiB scanned",
+    )?;
+    if later.is_empty() {
+        writeln!(out, "no epoch after the initial image: no pause figures")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "pause per epoch after the initial image:\n{}",
+        output::quantiles("pause", &pause, "epochs")
+    )?;
+    writeln!(
+        out,
+        "{scanned:.1} MiB scanned per epoch; {:.3} ms of pause per MiB scanned",
         r.ms_per_mib()
-    );
-    let n = later.max(1) as f64;
+    )?;
+    let n = later.len() as f64;
     let avg = |f: fn(&EpochStats) -> Duration| {
-        r.epochs
-            .iter()
-            .skip(1)
-            .map(|e| f(e).as_secs_f64())
-            .sum::<f64>()
-            * 1e3
-            / n
+        later.iter().map(|e| f(e).as_secs_f64()).sum::<f64>() * 1e3 / n
     };
-    println!(
+    writeln!(
+        out,
         "mean pause split: stop {:.2} ms, enumerate {:.2} ms, read+compare {:.2} ms \
          (of which {:.2} ms of scan-thread time inside process_vm_readv)",
         avg(|e| e.stop_wait),
         avg(|e| e.enumerate),
         avg(|e| e.compare),
         avg(|e| e.read_calls)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

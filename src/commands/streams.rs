@@ -1,11 +1,17 @@
 //! `ckpt compress`, `ckpt restore` and `ckpt inspect`: stream files.
 
+use super::output::{self, Out};
 use super::{Context, Tuning};
 use anyhow::Context as _;
-use ckpt_engine::Kernel;
-use ckpt_lab::replay::{Source, TraceSource};
+use ckpt_engine::{CheckpointInfo, Kernel};
+use ckpt_lab::figures::Ratios;
+use ckpt_lab::replay::{Checkpoint, Source, TraceSource};
 use ckpt_lab::streams::RestoreReport;
-use ckpt_lab::synth::Scenario;
+use ckpt_lab::synth::{Scenario, BUILTIN_SEQUENCE};
+use ckpt_lab::LabError;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,6 +24,9 @@ pub struct CompressArgs {
     /// Trace to compress (default: a built-in synthetic guest).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Print the figures as one JSON document.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     tuning: Tuning,
 }
@@ -31,8 +40,11 @@ pub struct RestoreArgs {
     #[arg(long)]
     image: PathBuf,
     /// Page kernel, overriding the config.
-    #[arg(long, value_parser = super::parse_kernel)]
+    #[arg(long, value_parser = super::kernel_parser())]
     kernel: Option<Kernel>,
+    /// Print the outcome as one JSON document.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `ckpt inspect`.
@@ -40,55 +52,196 @@ pub struct RestoreArgs {
 pub struct InspectArgs {
     /// Stream file to read.
     stream: PathBuf,
+    /// Print a summary (every checkpoint, the outcome) as one JSON document
+    /// instead of the chunk listing.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A source that moves a progress indicator on with each checkpoint.
+struct Counted<'a> {
+    inner: Box<dyn Source + 'a>,
+    bar: ProgressBar,
+}
+
+impl Source for Counted<'_> {
+    fn guest_pages(&self) -> u64 {
+        self.inner.guest_pages()
+    }
+
+    fn next_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
+        let cp = self.inner.next_checkpoint()?;
+        if cp.is_some() {
+            self.bar.inc(1);
+        }
+        Ok(cp)
+    }
+}
+
+/// The `--json` document of `compress`.
+#[derive(Serialize)]
+struct Compressed {
+    output: String,
+    checkpoints: u64,
+    pages: u64,
+    initial_image_pages: u64,
+    ratios: Ratios,
 }
 
 /// Writes a stream file.
 pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
     let opts = ctx.sender_options(&args.tuning, 1);
-    let mut source: Box<dyn Source> = match &args.trace {
-        Some(t) => Box::new(TraceSource::open(t)?),
-        None => Box::new(Scenario::builtin()),
+    let (inner, len): (Box<dyn Source>, _) = match &args.trace {
+        Some(t) => (
+            Box::new(
+                TraceSource::open(t)
+                    .with_context(|| format!("cannot open trace {}", t.display()))?,
+            ),
+            None,
+        ),
+        None => (
+            Box::new(Scenario::builtin()),
+            Some(BUILTIN_SEQUENCE.len() as u64 + 1),
+        ),
     };
-    let s = ckpt_lab::streams::compress(source.as_mut(), &args.output, codec, &opts)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    let later_in = (s.pages - s.uncompressed) * 4096;
-    let later_out = s.output_bytes - s.uncompressed_output_bytes;
-    println!(
+    let bar = ctx.progress(len, "compress");
+    bar.set_message("checkpoints");
+    let mut source = Counted {
+        inner,
+        bar: bar.clone(),
+    };
+    let s = ckpt_lab::streams::compress(&mut source, &args.output, codec, &opts)
+        .with_context(|| format!("cannot write stream {}", args.output.display()))?;
+    bar.finish_and_clear();
+    let r = Ratios::of_stream(&s);
+    let mut out = Out::new();
+    if args.json {
+        output::json(
+            &mut out,
+            &Compressed {
+                output: args.output.display().to_string(),
+                checkpoints: s.checkpoints,
+                pages: s.pages,
+                initial_image_pages: s.uncompressed,
+                ratios: r,
+            },
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
         "{}: {} checkpoints, {} pages, {} bytes",
         args.output.display(),
         s.checkpoints,
         s.pages,
         s.output_bytes
-    );
-    println!(
-        "after the initial image: {} bytes of pages -> {} bytes ({:.2}x fewer); initial image {} bytes",
-        later_in,
-        later_out,
-        later_in as f64 / later_out.max(1) as f64,
-        s.uncompressed_output_bytes
-    );
+    )?;
+    writeln!(
+        out,
+        "after the initial image: {} bytes of pages -> {} bytes: ratio {:.2}",
+        r.checkpoint_input_bytes, r.checkpoint_output_bytes, r.ratio
+    )?;
+    writeln!(
+        out,
+        "with the initial image ({} pages, sent uncompressed): {} bytes of pages -> {} bytes: ratio {:.2}",
+        s.uncompressed, r.total_input_bytes, r.total_output_bytes, r.ratio_with_initial_image
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn finish(r: &RestoreReport, holder: &str) -> ExitCode {
+/// One committed checkpoint, as `--json` shows it.
+#[derive(Serialize)]
+struct Committed {
+    seq: u64,
+    compressed: bool,
+    entries: u64,
+    data_pages: u64,
+    full: u64,
+    delta: u64,
+    empty: u64,
+    payload_bytes: u64,
+    frame_bytes: u64,
+}
+
+impl From<&CheckpointInfo> for Committed {
+    fn from(i: &CheckpointInfo) -> Committed {
+        Committed {
+            seq: i.seq,
+            compressed: i.compressed,
+            entries: i.entries,
+            data_pages: i.data_pages,
+            full: i.full,
+            delta: i.delta,
+            empty: i.empty,
+            payload_bytes: i.payload_bytes,
+            frame_bytes: i.frame_bytes,
+        }
+    }
+}
+
+/// The `--json` document of `restore` and `inspect`.
+#[derive(Serialize)]
+struct Outcome {
+    stream: String,
+    /// Every checkpoint verified and committed, in order.
+    committed: Vec<Committed>,
+    /// The stream ended with its end frame.
+    complete: bool,
+    /// Why reading stopped early, if it did.
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn of(stream: &std::path::Path, r: &RestoreReport) -> Outcome {
+        Outcome {
+            stream: stream.display().to_string(),
+            committed: r.committed.iter().map(Committed::from).collect(),
+            complete: r.complete,
+            error: r.error.as_ref().map(|e| e.to_string()),
+        }
+    }
+}
+
+fn finish(stream: &std::path::Path, r: &RestoreReport, holder: &str) -> anyhow::Result<ExitCode> {
+    let mut out = Out::new();
     match (&r.error, r.complete) {
         (None, true) => {
-            println!(
+            writeln!(
+                out,
                 "stream complete: {} checkpoints verified",
                 r.committed.len()
-            );
-            ExitCode::SUCCESS
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         (Some(e), _) => {
-            eprintln!("ckpt: {e}");
-            match r.committed.last() {
-                Some(info) => eprintln!("{holder} checkpoint {}, the last complete one", info.seq),
-                None => eprintln!("{holder} no checkpoint of this stream"),
-            }
-            ExitCode::FAILURE
+            let held = match r.committed.last() {
+                Some(info) => format!("{holder} checkpoint {}, the last complete one", info.seq),
+                None => format!("{holder} no checkpoint of this stream"),
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "ckpt: stream {} rejected: {e}\n{held}",
+                stream.display()
+            );
+            Ok(ExitCode::FAILURE)
         }
-        (None, false) => ExitCode::FAILURE,
+        (None, false) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "ckpt: stream {} ended before its end frame",
+                stream.display()
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn status(r: &RestoreReport) -> ExitCode {
+    if r.error.is_none() && r.complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -100,23 +253,44 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         &args.image,
         ctx.config.receiver.limits(),
         codec,
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "cannot restore stream {} to image {}",
+            args.stream.display(),
+            args.image.display()
+        )
+    })?;
+    let mut out = Out::new();
+    if args.json {
+        output::json(&mut out, &Outcome::of(&args.stream, &r))?;
+        return Ok(status(&r));
+    }
     for info in &r.committed {
-        println!(
+        writeln!(
+            out,
             "checkpoint {} verified and committed: {} pages ({} full, {} delta, {} empty)",
             info.seq, info.data_pages, info.full, info.delta, info.empty
-        );
+        )?;
     }
-    Ok(finish(&r, &format!("{} holds", args.image.display())))
+    finish(&args.stream, &r, &format!("{} holds", args.image.display()))
 }
 
 /// Lists a stream.
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let mut out = Out::new();
+    let mut sink = std::io::sink();
+    let listing: &mut dyn Write = if args.json { &mut sink } else { &mut out };
     let r = ckpt_lab::streams::inspect(
         &args.stream,
         ctx.config.receiver.limits(),
         ckpt_engine::Codec::best(),
-        &mut std::io::stdout().lock(),
-    )?;
-    Ok(finish(&r, "a receiver would hold"))
+        listing,
+    )
+    .with_context(|| format!("cannot inspect stream {}", args.stream.display()))?;
+    if args.json {
+        output::json(&mut out, &Outcome::of(&args.stream, &r))?;
+        return Ok(status(&r));
+    }
+    finish(&args.stream, &r, "a receiver would hold")
 }
