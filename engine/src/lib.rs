@@ -90,4 +90,6 @@ pub use send::{
     ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,
     SenderOptions, MAX_CACHE_PAGES,
 };
-pub use stream::{Event, Limits, StreamError, StreamHeader};
+pub use stream::{
+    Event, Format, Limits, StreamError, StreamHeader, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL,
+};

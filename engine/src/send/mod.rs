@@ -5,6 +5,7 @@
 //! - [`plan`]: every cache decision of a batch, made before encoding (§2);
 //! - [`encode`]: the batch encoded on the worker pool (§1);
 //! - [`sender`]: the pipeline that overlaps staging, encoding and writing;
+//! - [`sink`]: the writer stage's seam to either wire format;
 //! - [`compressor`]: the page-level front end without a stream.
 
 pub(crate) mod cache;
@@ -13,6 +14,7 @@ mod encode;
 mod plan;
 pub(crate) mod ring;
 mod sender;
+mod sink;
 mod stats;
 
 pub use cache::MAX_CACHE_PAGES;

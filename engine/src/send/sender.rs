@@ -1,5 +1,8 @@
 //! The send pipeline: a Remus sender's checkpoints in, a checkpoint stream
-//! (`docs/STREAM.md`, with the legacy body of `docs/FORMAT.md` §4) out.
+//! out — the legacy stream (`docs/STREAM.md`, with the legacy body of
+//! `docs/FORMAT.md` §4) or the record stream (`docs/RECORDS.md`), as
+//! [`SenderOptions::format`] says; the writer stage drives either through
+//! one [`Sink`].
 //!
 //! Three stages overlap across checkpoints, joined by crossbeam channels:
 //! the caller stages pages (the guest-paused copy) into the staging ring's
@@ -9,7 +12,10 @@
 //! COMPRESSED_DATA chunks, toolstack chunks, end of body and trailer.
 //! Staging checkpoint N+1 proceeds while N is compressed and written;
 //! memory stays bounded by the ring's segment pool and two chunk buffers,
-//! since a stage that runs ahead waits for them.
+//! since a stage that runs ahead waits for them. A record stream's zstd
+//! stage runs in the encode segments, or on a thread of its own between
+//! the compression and writer threads (with a third chunk buffer), as
+//! [`ZstdStage::placement`] says.
 //!
 //! The send order is preserved exactly: PFN entries are written in the order
 //! given, every chunk follows the PFN batch that holds its last page, and
@@ -23,10 +29,12 @@
 use super::compressor::check_page;
 use super::encode::{BatchCompressor, Chunk, CompressOptions};
 use super::ring::{SegmentPool, StagingRing};
+use super::sink::Sink;
 use super::stats::{Latencies, SendStats};
 use crate::page::{entry, PageType, PFN_LIMIT};
 use crate::stream::{
-    toolstack_payload_len, Digest, Limits, StreamHeader, StreamWriter, ToolstackChunk, MAX_BATCH,
+    toolstack_payload_len, Digest, Format, Limits, StreamHeader, ToolstackChunk, ZstdPlacement,
+    ZstdStage, MAX_BATCH,
 };
 use crate::SendError;
 use ckpt_simd::{Codec, Page, MAX_ENCODED_LEN, PAGE_SIZE};
@@ -50,11 +58,17 @@ pub struct SenderOptions {
     pub limits: Limits,
     /// The stream's identity; `None` draws a random one.
     pub stream_id: Option<u128>,
+    /// The wire format: the legacy stream or the record stream.
+    pub format: Format,
+    /// The record stream's zstd stage over the page encodings, if any
+    /// (`None` for a legacy stream, which has no stage).
+    pub zstd: Option<ZstdStage>,
 }
 
 impl SenderOptions {
     /// The defaults for a guest of `guest_pages` pages: the original's
-    /// 8192-page cache, a ring of 8196 pages, one thread, default limits.
+    /// 8192-page cache, a ring of 8196 pages, one thread, default limits,
+    /// the legacy format.
     pub fn new(guest_pages: u64) -> SenderOptions {
         SenderOptions {
             compress: CompressOptions::default(),
@@ -62,6 +76,18 @@ impl SenderOptions {
             guest_pages,
             limits: Limits::default(),
             stream_id: None,
+            format: Format::Legacy,
+            zstd: None,
+        }
+    }
+
+    /// The defaults, writing a record stream with the zstd stage at its
+    /// default level.
+    pub fn records(guest_pages: u64) -> SenderOptions {
+        SenderOptions {
+            format: Format::Records,
+            zstd: Some(ZstdStage::default()),
+            ..SenderOptions::new(guest_pages)
         }
     }
 }
@@ -141,6 +167,8 @@ pub struct Sender<W: Write + Send + 'static> {
     seen_pfns: Vec<u64>,
     to_compress: Option<Tx<Work>>,
     compress_thread: Option<JoinHandle<()>>,
+    /// The zstd stage's own thread, when it has one.
+    stage_thread: Option<JoinHandle<()>>,
     writer_thread: Option<JoinHandle<Option<W>>>,
     shared: Arc<Mutex<Shared>>,
 }
@@ -163,22 +191,44 @@ impl<W: Write + Send + 'static> Sender<W> {
                 opts.ring_pages, opts.limits.max_chunk_bytes
             )));
         }
+        check_format(opts, worst_chunk)?;
         let batch = BatchCompressor::new(codec, &opts.compress)?;
         let staging = StagingRing::with_pool(opts.ring_pages, SegmentPool::new(opts.ring_pages));
         let shared = Arc::new(Mutex::new(Shared {
             error: None,
             latencies: Latencies::default(),
-            stats: SendStats::default(),
+            stats: SendStats {
+                framing_bytes: Sink::<W>::framing_bytes(opts.format),
+                ..SendStats::default()
+            },
         }));
+        let (in_segments, on_thread) = match opts.zstd {
+            Some(z) if z.placement == ZstdPlacement::Segments => (Some(z.level), None),
+            Some(z) => (None, Some(z.level)),
+            None => (None, None),
+        };
+        // A zstd thread holds a chunk of its own while the others work.
+        let chunks = if on_thread.is_some() { 3 } else { 2 };
         let (to_compress, compress_rx) = bounded::<Work>(4);
-        let (to_write, write_rx) = bounded::<Out>(4);
-        let (chunk_back, chunk_pool) = bounded::<Chunk>(2);
-        for _ in 0..2 {
-            chunk_back.send(Chunk::new()).expect("room for two chunks");
+        let (to_write, from_compress) = bounded::<Out>(4);
+        let (chunk_back, chunk_pool) = bounded::<Chunk>(chunks);
+        for _ in 0..chunks {
+            chunk_back.send(Chunk::new()).expect("room for every chunk");
         }
+        let (stage_thread, write_rx) = match on_thread {
+            Some(level) => {
+                let (to_writer, from_stage) = bounded::<Out>(4);
+                let t = std::thread::Builder::new()
+                    .name("ckpt-zstd".into())
+                    .spawn(move || zstd_stage(from_compress, to_writer, level))
+                    .map_err(|e| SendError::ThreadPool(e.to_string()))?;
+                (Some(t), from_stage)
+            }
+            None => (None, from_compress),
+        };
         let compress_thread = std::thread::Builder::new()
             .name("ckpt-compress".into())
-            .spawn(move || compress_stage(batch, compress_rx, to_write, chunk_pool))
+            .spawn(move || compress_stage(batch, compress_rx, to_write, chunk_pool, in_segments))
             .map_err(|e| SendError::ThreadPool(e.to_string()))?;
         let header = StreamHeader {
             guest_pages,
@@ -187,9 +237,13 @@ impl<W: Write + Send + 'static> Sender<W> {
                 .unwrap_or_else(|| StreamHeader::new(guest_pages).stream_id),
         };
         let shared_w = shared.clone();
+        let (format, level) = (opts.format, opts.zstd.map(|z| z.level));
         let writer_thread = std::thread::Builder::new()
             .name("ckpt-write".into())
-            .spawn(move || write_stage(out, header, write_rx, chunk_back, shared_w))
+            .spawn(move || {
+                let sink = Sink::new(out, &header, format, level);
+                write_stage(sink, write_rx, chunk_back, shared_w)
+            })
             .map_err(|e| SendError::ThreadPool(e.to_string()))?;
         Ok(Sender {
             staging,
@@ -203,6 +257,7 @@ impl<W: Write + Send + 'static> Sender<W> {
             seen_pfns: Vec::new(),
             to_compress: Some(to_compress),
             compress_thread: Some(compress_thread),
+            stage_thread,
             writer_thread: Some(writer_thread),
             shared,
         })
@@ -446,6 +501,9 @@ impl<W: Write + Send + 'static> Sender<W> {
         if let Some(t) = self.compress_thread.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.stage_thread.take() {
+            let _ = t.join();
+        }
         self.writer_thread
             .take()
             .and_then(|t| t.join().ok().flatten())
@@ -458,11 +516,42 @@ impl<W: Write + Send + 'static> Drop for Sender<W> {
     }
 }
 
+/// Checks the format's options: a stage only for a record stream, a zstd
+/// level zstd has, and records that stay under 2^32 bytes.
+fn check_format(opts: &SenderOptions, worst_chunk: u64) -> Result<(), SendError> {
+    if opts.format == Format::Records {
+        let worst_record = 16 + 8 * opts.limits.max_checkpoint_entries + worst_chunk;
+        if worst_record > u32::MAX as u64 {
+            return Err(SendError::Options(format!(
+                "a record could reach {worst_record} bytes, above a record's 2^32 - 1 (lower max_checkpoint_entries or the ring)"
+            )));
+        }
+    }
+    let Some(z) = opts.zstd else { return Ok(()) };
+    if opts.format != Format::Records {
+        return Err(SendError::Options(
+            "the zstd stage needs the record stream format".into(),
+        ));
+    }
+    let (min, max) = (
+        zstd::zstd_safe::min_c_level(),
+        zstd::zstd_safe::max_c_level(),
+    );
+    if !(min..=max).contains(&z.level) {
+        return Err(SendError::Options(format!(
+            "zstd level {} is outside {min}..={max}",
+            z.level
+        )));
+    }
+    Ok(())
+}
+
 fn compress_stage(
     mut batch: BatchCompressor,
     rx: Receiver<Work>,
     tx: Tx<Out>,
     chunks: Receiver<Chunk>,
+    zstd: Option<i32>,
 ) {
     for work in rx {
         let out = match work {
@@ -480,7 +569,7 @@ fn compress_stage(
                 if compressed && !ring.is_empty() {
                     let Ok(mut chunk) = chunks.recv() else { return };
                     let t = Instant::now();
-                    batch.compress(&ring, &mut chunk);
+                    batch.compress(&ring, &mut chunk, zstd);
                     Out::Batch {
                         entries,
                         chunk: Some(Box::new(chunk)),
@@ -510,12 +599,31 @@ fn compress_stage(
     }
 }
 
+/// The zstd stage on a thread of its own: each compressed chunk becomes one
+/// frame while the compression thread encodes the next batch.
+fn zstd_stage(rx: Receiver<Out>, tx: Tx<Out>, level: i32) {
+    for mut out in rx {
+        if let Out::Batch {
+            chunk: Some(chunk),
+            ring,
+            ..
+        } = &mut out
+        {
+            chunk.compress_whole(ring, level);
+        }
+        if tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
 /// The writer's state for the checkpoint it is writing.
 #[derive(Default)]
 struct Writing {
     digest: Digest,
     compress: Duration,
     write: Duration,
+    zstd: Duration,
     /// Format B: the body is compressed.
     compressed: bool,
     /// Stream offset of the frame.
@@ -523,8 +631,7 @@ struct Writing {
 }
 
 fn write_stage<W: Write>(
-    out: W,
-    header: StreamHeader,
+    sink: io::Result<Sink<W>>,
     rx: Receiver<Out>,
     chunk_back: Tx<Chunk>,
     shared: Arc<Mutex<Shared>>,
@@ -535,7 +642,7 @@ fn write_stage<W: Write>(
             s.error = Some(e);
         }
     };
-    let mut w = match StreamWriter::new(out, &header) {
+    let mut w = match sink {
         Ok(w) => Some(w),
         Err(e) => {
             fail(e);
@@ -566,15 +673,16 @@ fn write_stage<W: Write>(
                 }
                 sh.latencies.compress.record(cp.compress);
                 sh.latencies.write.record(cp.write);
+                sh.latencies.zstd.record(cp.zstd);
                 sh.latencies.checkpoint.record(started.elapsed());
             }
             Out::Finish => {
                 let w = w.take()?;
-                let written = w.written();
+                let written = w.written() + w.end_len();
                 return match w.finish() {
                     Ok(out) => {
                         let mut sh = shared.lock().expect("sender state");
-                        sh.stats.output_bytes = written + crate::stream::END_LEN as u64;
+                        sh.stats.output_bytes = written;
                         Some(out)
                     }
                     Err(e) => {
@@ -593,7 +701,7 @@ fn write_stage<W: Write>(
 }
 
 fn write_one<W: Write>(
-    w: &mut StreamWriter<W>,
+    w: &mut Sink<W>,
     msg: &Out,
     cp: &mut Writing,
     shared: &Mutex<Shared>,
@@ -624,19 +732,21 @@ fn write_one<W: Write>(
             };
             let hashes = match chunk {
                 Some(chunk) => {
-                    w.pfn_batches(entries)?;
-                    w.compressed_chunk(chunk.len() as u64, chunk.pieces(ring))?;
-                    s.payload_bytes = chunk.len() as u64;
+                    let bytes = w.chunk(entries, chunk, ring)?;
+                    s.payload_bytes = bytes.payload;
+                    s.encoded_bytes = bytes.encoded;
+                    s.zstd_time = chunk.zstd_time();
+                    cp.zstd += chunk.zstd_time();
                     s.counts = *chunk.counts();
                     chunk.hashes()
                 }
                 None if ring.is_empty() => {
-                    w.pfn_batches(entries)?;
+                    w.entries(entries, cp.compressed)?;
                     &[][..]
                 }
                 None => {
                     // Format A: one batch of at most 1024 entries, its pages' data after it.
-                    w.pfn_batch_with_data(entries, (0..ring.len()).map(|i| ring.page(i)))?;
+                    w.raw_batch(entries, (0..ring.len()).map(|i| ring.page(i)))?;
                     s.uncompressed = ring.len() as u64;
                     s.payload_bytes = s.input_bytes;
                     hashes
@@ -651,6 +761,8 @@ fn write_one<W: Write>(
             st.pages += s.pages;
             st.input_bytes += s.input_bytes;
             st.payload_bytes += s.payload_bytes;
+            st.encoded_bytes += s.encoded_bytes;
+            st.zstd_time += s.zstd_time;
             st.uncompressed += s.uncompressed;
             st.counts.add(&s.counts);
             st.compress_time += s.compress_time;

@@ -31,6 +31,12 @@ pub struct ChunkSpan {
     pub end: usize,
     /// Data-carrying PFN entries seen before the chunk arrived.
     pub data_entries: u64,
+    /// PFN entries of any type seen before the chunk arrived.
+    pub entries: u64,
+    /// The chunk carries exactly the pages of the data-carrying entries
+    /// since the previous chunk, no fewer (a record stream's compressed
+    /// page record); a legacy chunk may carry fewer.
+    pub whole: bool,
 }
 
 /// One page's data as [`Body::walk_pages`] hands it out.
@@ -122,6 +128,13 @@ impl Body {
                 let input = &self.payload[at..chunk.end];
                 at += page(k, self.data_pfns[k], PageAt::Encoded { input, offset })?.max(1);
                 k += 1;
+            }
+            if chunk.whole && (k as u64) < chunk.data_entries {
+                return Err(StreamError::MissingPages {
+                    offset: chunk.offset,
+                    entries: chunk.data_entries,
+                    pages: k as u64,
+                });
             }
         }
         if k != self.data_pfns.len() {

@@ -70,6 +70,17 @@ pub enum Event {
         /// Checkpoints in the stream.
         checkpoints: u64,
     },
+    /// A record of a record stream (`docs/RECORDS.md`).
+    Record {
+        /// Offset of its header.
+        offset: u64,
+        /// Its type.
+        ty: u32,
+        /// Its body length (without padding).
+        len: u32,
+        /// What it held.
+        info: super::records::RecordInfo,
+    },
 }
 
 /// Reads a checkpoint stream from any [`Read`].
@@ -355,6 +366,8 @@ impl<R: Read> StreamReader<R> {
                         start,
                         end: body.payload.len(),
                         data_entries: body.data_pfns.len() as u64,
+                        entries: body.entries.len() as u64,
+                        whole: false,
                     });
                     observe(&Event::Compressed { offset, len });
                 }
