@@ -8,9 +8,15 @@
 //! run, the memory floor reads both the new and the previous content of
 //! every dirty page. Phase 2 receives the stream from memory, timing the
 //! receiver alone, and compares each checkpoint's pages with the trace.
+//!
+//! With a record stream's zstd stage (`docs/RECORDS.md`), a second sender
+//! without the stage replays the same checkpoints in lockstep (each
+//! checkpoint sent by one, then the other, with the pipeline idle
+//! between), so that bytes and latencies with and without the stage are
+//! measured in one run under the same conditions.
 
 use crate::pipeline_bench::peak_rss_bytes;
-use crate::replay::{replay, Checkpoint, Source, TraceSource};
+use crate::replay::{replay, send_checkpoint, Checkpoint, Source, TraceSource};
 use crate::LabError;
 use ckpt_engine::{GuestMemory, Latency, PageBuf, Receiver, Sender, SenderOptions, SparseMemory};
 use ckpt_simd::{Codec, PAGE_SIZE};
@@ -93,6 +99,27 @@ pub struct BenchReport {
     pub compress_ms: Percentiles,
     /// From pause to trailer written, per checkpoint.
     pub checkpoint_ms: Percentiles,
+    /// Wire format: "legacy" or "records".
+    pub format: String,
+    /// The zstd stage's level, if the stream has one.
+    pub zstd_level: Option<i32>,
+    /// Where the sender ran the stage ("segments" or "thread").
+    pub zstd_placement: Option<String>,
+    /// Bytes of page encodings of the compressed checkpoints, before the
+    /// zstd stage (what the records carry without it).
+    pub encoded_bytes: u64,
+    /// Page-data bytes of the compressed checkpoints as sent (after the
+    /// stage; equal to `encoded_bytes` without one).
+    pub payload_bytes: u64,
+    /// The stage's encode cost: zstd time summed over threads, per page.
+    pub zstd_us_per_page: f64,
+    /// The encoder's own cost for comparison: the compress stage's wall
+    /// time per page (with the stage in the segments, zstd included).
+    pub compress_us_per_page: f64,
+    /// zstd time per checkpoint, summed over threads.
+    pub zstd_ms: Percentiles,
+    /// The same checkpoints without the zstd stage, sent in lockstep.
+    pub without_stage: Option<Baseline>,
     /// Page kernel.
     pub kernel: String,
     /// Compression threads.
@@ -101,6 +128,27 @@ pub struct BenchReport {
     pub verified: bool,
     /// Peak resident memory of this process.
     pub peak_rss_bytes: u64,
+}
+
+/// The figures of the sender without the zstd stage, run in lockstep.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    /// Stream bytes of the compressed checkpoints.
+    pub output_bytes: u64,
+    /// Page-data bytes of the compressed checkpoints (the encodings).
+    pub payload_bytes: u64,
+    /// input_bytes / output_bytes.
+    pub ratio: f64,
+    /// Compression latency per checkpoint.
+    pub compress_ms: Percentiles,
+    /// From pause to the checkpoint's last record written.
+    pub checkpoint_ms: Percentiles,
+}
+
+/// Bytes of the compressed checkpoints: the stream less the initial image
+/// and the stream's own framing.
+fn compressed_output(s: &ckpt_engine::SendStats) -> u64 {
+    s.output_bytes - s.uncompressed_output_bytes - s.framing_bytes
 }
 
 /// Replays `trace` and measures it.
@@ -114,6 +162,17 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
         ..opts.clone()
     };
     let mut sender = Sender::new(Vec::new(), codec, &opts)?;
+    let mut baseline = match opts.zstd {
+        Some(_) => Some(Sender::new(
+            Vec::new(),
+            codec,
+            &SenderOptions {
+                zstd: None,
+                ..opts.clone()
+            },
+        )?),
+        None => None,
+    };
     let mut floor = Duration::ZERO;
     let mut floor_copies = Duration::ZERO;
     let mut floor_sink = 0u64;
@@ -127,6 +186,12 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
         // compete with the compress stage for the two cores, and the floor
         // below is measured with the pipeline idle.
         sender.sync()?;
+        if let Some(b) = baseline.as_mut() {
+            // The same checkpoint without the stage, alone on the machine.
+            evict_caches(&mut evict);
+            send_checkpoint(b, cp)?;
+            b.sync()?;
+        }
         checkpoints += 1;
         if cp.enable_compression {
             return Ok(());
@@ -152,6 +217,13 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
     })?;
     std::hint::black_box(floor_sink);
     let (stream, sent, lat) = sender.finish()?;
+    let baseline = match baseline {
+        Some(b) => {
+            let (_, s, l) = b.finish()?;
+            Some((s, l))
+        }
+        None => None,
+    };
 
     // Phase 2: receive and verify.
     let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
@@ -186,10 +258,10 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
 
     let compressed_pages = sent.pages - sent.uncompressed;
     let input = compressed_pages * PAGE_SIZE as u64;
-    // The compressed checkpoints' frames: neither the initial image nor the
-    // stream's header and end frame.
-    let framing = (ckpt_engine::stream::HEADER_LEN + ckpt_engine::stream::END_LEN) as u64;
-    let output = sent.output_bytes - sent.uncompressed_output_bytes - framing;
+    // The compressed checkpoints' frames or records: neither the initial
+    // image nor the stream's own header and end.
+    let output = compressed_output(&sent);
+    let per_page = |d: Duration| d.as_secs_f64() * 1e6 / compressed_pages.max(1) as f64;
     let gbps = |d: Duration| input as f64 / d.as_secs_f64().max(1e-12) / 1e9;
     let share = |n: u64| n as f64 / compressed_pages.max(1) as f64;
     Ok(BenchReport {
@@ -216,6 +288,24 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
         stage_ms: pct(&lat.stage),
         compress_ms: pct(&lat.compress),
         checkpoint_ms: pct(&lat.checkpoint),
+        format: opts.format.name().into(),
+        zstd_level: opts.zstd.map(|z| z.level),
+        zstd_placement: opts.zstd.map(|z| z.placement.name().into()),
+        encoded_bytes: sent.encoded_bytes,
+        payload_bytes: sent.payload_bytes - sent.uncompressed * PAGE_SIZE as u64,
+        zstd_us_per_page: per_page(sent.zstd_time),
+        compress_us_per_page: per_page(sent.compress_time),
+        zstd_ms: pct(&lat.zstd),
+        without_stage: baseline.map(|(s, l)| {
+            let output = compressed_output(&s);
+            Baseline {
+                output_bytes: output,
+                payload_bytes: s.payload_bytes - s.uncompressed * PAGE_SIZE as u64,
+                ratio: input as f64 / output.max(1) as f64,
+                compress_ms: pct(&l.compress),
+                checkpoint_ms: pct(&l.checkpoint),
+            }
+        }),
         kernel: codec.kernel().name().into(),
         threads: opts.compress.threads,
         verified,

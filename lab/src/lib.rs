@@ -8,11 +8,13 @@
 //! - [`replay`]: checkpoints from either, and the one loop that sends them;
 //! - [`bench`], [`kernels`], [`pipeline_bench`], [`conformance`]: the
 //!   measurements and the golden vectors ([`vectors`]) behind `ckpt`'s
-//!   commands; [`streams`] and [`demo`]: stream files and the built-in run.
+//!   commands; [`streams`] and [`demo`]: stream files and the built-in run;
+//!   [`convert`]: a stream rewritten in another wire format.
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod conformance;
+pub mod convert;
 pub mod demo;
 pub mod kernels;
 pub mod pipeline_bench;

@@ -1,5 +1,6 @@
 //! `ckpt bench`: bundled or given traces through the sender and receiver.
 
+use super::format::FormatArgs;
 use super::{Context, Tuning, Usage};
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -19,12 +20,15 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// Runs the bench and prints each trace's figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let mut opts = ctx.sender_options(&args.tuning, 1);
+    args.format.apply(&mut opts)?;
     let traces = match (args.trace, args.all) {
         (Some(t), _) => vec![t],
         (None, true) => ckpt_lab::bundled_traces(),
@@ -47,8 +51,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         println!(
-            "{} ({}), kernel {}, {} thread(s)",
-            r.trace, r.workload, r.kernel, r.threads
+            "{} ({}), kernel {}, {} thread(s), {} stream",
+            r.trace, r.workload, r.kernel, r.threads, r.format
         );
         println!(
             "  {} checkpoints, {} pages, {:.1} MiB in, {:.1} MiB out, ratio {:.2}",
@@ -88,6 +92,24 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             println!(
                 "  {name:<10} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms",
                 p.p50, p.p99, p.p999
+            );
+        }
+        if let (Some(level), Some(b)) = (r.zstd_level, &r.without_stage) {
+            println!(
+                "  zstd stage at level {level} ({}): page encodings {:.1} MiB -> {:.1} MiB ({:.1}% fewer bytes), {:.2} us per page (encoder {:.2} us)",
+                r.zstd_placement.as_deref().unwrap_or("?"),
+                r.encoded_bytes as f64 / (1 << 20) as f64,
+                r.payload_bytes as f64 / (1 << 20) as f64,
+                100.0 * (1.0 - r.payload_bytes as f64 / r.encoded_bytes.max(1) as f64),
+                r.zstd_us_per_page,
+                r.compress_us_per_page
+            );
+            println!(
+                "  without the stage (same run, lockstep): {:.1} MiB out, ratio {:.2}; checkpoint p50 {:.3} ms p99 {:.3} ms",
+                b.output_bytes as f64 / (1 << 20) as f64,
+                b.ratio,
+                b.checkpoint_ms.p50,
+                b.checkpoint_ms.p99
             );
         }
         println!(

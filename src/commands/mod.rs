@@ -5,7 +5,9 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod convert;
 pub mod demo;
+pub mod format;
 pub mod kernels;
 pub mod pipeline;
 #[cfg(target_os = "linux")]
@@ -74,7 +76,7 @@ impl Context {
             ring_pages: e.ring_pages,
             guest_pages,
             limits: self.config.receiver.clone(),
-            stream_id: None,
+            ..SenderOptions::new(guest_pages)
         }
     }
 }

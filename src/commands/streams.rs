@@ -1,5 +1,7 @@
-//! `ckpt compress`, `ckpt restore` and `ckpt inspect`: stream files.
+//! `ckpt compress`, `ckpt restore` and `ckpt inspect`: stream files, in
+//! either wire format (`--format`, `--zstd-level`).
 
+use super::format::{ExpectArgs, FormatArgs};
 use super::{Context, Tuning};
 use anyhow::Context as _;
 use ckpt_engine::Kernel;
@@ -28,6 +30,8 @@ pub struct CompressArgs {
     trace: Option<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// Arguments of `ckpt restore`.
@@ -41,6 +45,8 @@ pub struct RestoreArgs {
     /// Page kernel, overriding the config.
     #[arg(long, value_parser = super::parse_kernel)]
     kernel: Option<Kernel>,
+    #[command(flatten)]
+    expect: ExpectArgs,
 }
 
 /// Arguments of `ckpt inspect`.
@@ -48,12 +54,34 @@ pub struct RestoreArgs {
 pub struct InspectArgs {
     /// Stream file to read.
     stream: PathBuf,
+    #[command(flatten)]
+    expect: ExpectArgs,
+}
+
+/// Refuses a stream whose zstd stage is not the one asked for; reads only
+/// the stream's headers.
+fn check_stage(ctx: &Context, stream: &std::path::Path, expect: &ExpectArgs) -> anyhow::Result<()> {
+    if expect.zstd_level.is_none() {
+        return Ok(());
+    }
+    let file =
+        std::fs::File::open(stream).with_context(|| format!("opening {}", stream.display()))?;
+    let rx = ckpt_engine::Receiver::new(
+        file,
+        ctx.config.receiver.clone(),
+        ckpt_engine::Codec::best(),
+    )?;
+    let stage = rx.record_headers().and_then(|(_, info)| info.zstd_level);
+    expect
+        .check_level(stage)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", stream.display()))
 }
 
 /// Writes a stream file.
 pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let mut opts = ctx.sender_options(&args.tuning, 1);
+    args.format.apply(&mut opts)?;
     let mut source: Box<dyn Source> = match &args.trace {
         Some(t) => Box::new(TraceSource::open(t)?),
         None => Box::new(Scenario::new(SYNTH_GUEST_PAGES, 0xDE70, &SYNTH_SEQUENCE)),
@@ -63,12 +91,22 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let later_in = (s.pages - s.uncompressed) * 4096;
     let later_out = s.output_bytes - s.uncompressed_output_bytes;
     println!(
-        "{}: {} checkpoints, {} pages, {} bytes",
+        "{}: {} stream, {} checkpoints, {} pages, {} bytes",
         args.output.display(),
+        opts.format,
         s.checkpoints,
         s.pages,
         s.output_bytes
     );
+    if let Some(z) = opts.zstd {
+        println!(
+            "zstd stage at level {} ({}): {} bytes of page encodings sent as {} bytes",
+            z.level,
+            z.placement.name(),
+            s.encoded_bytes,
+            s.payload_bytes - s.uncompressed * 4096
+        );
+    }
     println!(
         "after the initial image: {} bytes of pages -> {} bytes ({:.2}x fewer); initial image {} bytes",
         later_in,
@@ -103,11 +141,13 @@ fn finish(r: &RestoreReport, holder: &str) -> ExitCode {
 /// Commits a stream file to an image.
 pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.kernel)?;
+    check_stage(ctx, &args.stream, &args.expect)?;
     let r = ckpt_lab::streams::restore(
         &args.stream,
         &args.image,
         ctx.config.receiver.clone(),
         codec,
+        args.expect.format(),
     )?;
     for info in &r.committed {
         println!(
@@ -120,10 +160,12 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 /// Lists a stream.
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    check_stage(ctx, &args.stream, &args.expect)?;
     let r = ckpt_lab::streams::inspect(
         &args.stream,
         ctx.config.receiver.clone(),
         ckpt_engine::Codec::best(),
+        args.expect.format(),
         &mut std::io::stdout().lock(),
     )?;
     Ok(finish(&r, "a receiver would hold"))

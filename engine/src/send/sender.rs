@@ -533,14 +533,13 @@ fn check_format(opts: &SenderOptions, worst_chunk: u64) -> Result<(), SendError>
             "the zstd stage needs the record stream format".into(),
         ));
     }
-    let (min, max) = (
-        zstd::zstd_safe::min_c_level(),
-        zstd::zstd_safe::max_c_level(),
-    );
-    if !(min..=max).contains(&z.level) {
+    let levels = crate::stream::zstd_levels();
+    if !levels.contains(&z.level) {
         return Err(SendError::Options(format!(
-            "zstd level {} is outside {min}..={max}",
-            z.level
+            "zstd level {} is outside {}..={}",
+            z.level,
+            levels.start(),
+            levels.end()
         )));
     }
     Ok(())

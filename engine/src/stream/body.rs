@@ -72,6 +72,9 @@ pub struct Body {
     pub payload: Vec<u8>,
     /// The COMPRESSED_DATA chunks, in order.
     pub chunks: Vec<ChunkSpan>,
+    /// Format A: the entries of each PFN batch (or PAGE_DATA record), in
+    /// order, so that a body can be written again as it was split.
+    pub batches: Vec<u32>,
     /// The toolstack's chunks, in order.
     pub toolstack: Vec<ToolstackChunk>,
     /// Whether the body carries ENABLE_COMPRESSION.
@@ -89,6 +92,7 @@ impl Body {
         self.data_pfns.clear();
         self.payload.clear();
         self.chunks.clear();
+        self.batches.clear();
         self.toolstack.clear();
         self.enables_compression = false;
         self.trailer = None;

@@ -51,6 +51,12 @@ impl FromStr for Format {
 /// The zstd level a record stream's stage uses unless told otherwise.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
+/// The levels the zstd stage accepts: zstd's own range (negative levels
+/// trade ratio for speed).
+pub fn zstd_levels() -> std::ops::RangeInclusive<i32> {
+    zstd::zstd_safe::min_c_level()..=zstd::zstd_safe::max_c_level()
+}
+
 /// The zstd stage over a record stream's page encodings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ZstdStage {

@@ -39,7 +39,7 @@ mod writer;
 pub use body::{Body, ChunkSpan, PageAt, ToolstackChunk};
 pub use digest::{digest_key, page_fingerprint, Digest, DIGEST_KEY_SEED};
 pub use error::StreamError;
-pub use format::{Format, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL};
+pub use format::{zstd_levels, Format, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL};
 pub use frame::{EndFrame, FrameHead, Trailer, END_LEN, FRAME_HEAD_LEN, TRAILER_LEN};
 pub use header::{StreamHeader, HEADER_LEN, STREAM_MAGIC, STREAM_VERSION};
 pub use limits::Limits;

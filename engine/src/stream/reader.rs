@@ -437,6 +437,7 @@ impl<R: Read> StreamReader<R> {
         checked?;
         if !self.compressed {
             // Format A: the batch's page data follows it.
+            body.batches.push(n as u32);
             let len = data as u64 * PAGE_SIZE as u64;
             self.charge(charged, offset, len)?;
             self.append(&mut body.payload, len, "page data")?;

@@ -619,6 +619,7 @@ impl<R: Read> RecordReader<R> {
         }
         self.charge(charged, offset, pages)?;
         self.append(&mut body.payload, pages, "page data")?;
+        body.batches.push(count);
         Ok(RecordInfo::PageData {
             entries: count,
             data,
