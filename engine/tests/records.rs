@@ -157,9 +157,17 @@ fn the_stage_makes_page_records_smaller_and_says_so() {
     }
 }
 
-/// Memory after each checkpoint of a stream, and where each checkpoint's
-/// records end (after its CHECKPOINT record).
-fn reference(bytes: &[u8], guest: u64) -> (Vec<Vec<u64>>, Vec<u64>, Vec<(u64, u64)>) {
+/// A stream as a receiver saw it.
+struct Reference {
+    /// Memory (a hash per page) before the first checkpoint and after each.
+    states: Vec<Vec<u64>>,
+    /// Where each checkpoint's records end (after its CHECKPOINT record).
+    ends: Vec<u64>,
+    /// Every record: offset and body length.
+    records: Vec<(u64, u64)>,
+}
+
+fn reference(bytes: &[u8], guest: u64) -> Reference {
     let mut rx = Receiver::new(bytes, Limits::default(), Codec::best()).unwrap();
     let mut mem = SparseMemory::new(guest);
     let mut states = vec![snapshot(&mem)];
@@ -191,7 +199,11 @@ fn reference(bytes: &[u8], guest: u64) -> (Vec<Vec<u64>>, Vec<u64>, Vec<(u64, u6
             None => break,
         }
     }
-    (states, ends, records)
+    Reference {
+        states,
+        ends,
+        records,
+    }
 }
 
 fn snapshot(mem: &SparseMemory) -> Vec<u64> {
@@ -200,12 +212,38 @@ fn snapshot(mem: &SparseMemory) -> Vec<u64> {
         .collect()
 }
 
-/// Receives `bytes` until the first error: the checkpoints committed and
-/// the memory then, or `None` if the stream was accepted whole.
-fn receive_until_error(bytes: &[u8], guest: u64) -> Option<(usize, Vec<u64>)> {
+/// How a stream was refused: checkpoints committed, memory then, and the
+/// error's kind.
+struct Refused {
+    committed: usize,
+    memory: Vec<u64>,
+    kind: String,
+}
+
+/// The name of an error's variant (and of the record error inside).
+fn kind(e: &ReceiveError) -> String {
+    let debug = format!("{e:?}");
+    let name = debug
+        .trim_start_matches("Stream(")
+        .trim_start_matches("Record(");
+    name.split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Receives `bytes` until the first error, or `None` if the stream was
+/// accepted whole.
+fn receive_until_error(bytes: &[u8], guest: u64) -> Option<Refused> {
     let mut rx = match Receiver::new(bytes, Limits::default(), Codec::best()) {
         Ok(rx) => rx,
-        Err(_) => return Some((0, snapshot(&SparseMemory::new(guest)))),
+        Err(e) => {
+            return Some(Refused {
+                committed: 0,
+                memory: snapshot(&SparseMemory::new(guest)),
+                kind: kind(&e),
+            })
+        }
     };
     let mut mem = SparseMemory::new(guest);
     let mut n = 0;
@@ -213,7 +251,13 @@ fn receive_until_error(bytes: &[u8], guest: u64) -> Option<(usize, Vec<u64>)> {
         match rx.next_checkpoint(&mut mem) {
             Ok(Some(_)) => n += 1,
             Ok(None) => return None,
-            Err(_) => return Some((n, snapshot(&mem))),
+            Err(e) => {
+                return Some(Refused {
+                    committed: n,
+                    memory: snapshot(&mem),
+                    kind: kind(&e),
+                })
+            }
         }
     }
 }
@@ -230,38 +274,46 @@ fn small_stream() -> (Vec<u8>, u64) {
 #[test]
 fn every_single_byte_corruption_is_detected_before_anything_is_applied() {
     let (bytes, guest) = small_stream();
-    let (states, ends, _) = reference(&bytes, guest);
+    let r = reference(&bytes, guest);
     let mut detected = 0;
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for at in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[at] ^= 0x5A;
-        let (committed, memory) = receive_until_error(&bad, guest)
+        let refused = receive_until_error(&bad, guest)
             .unwrap_or_else(|| panic!("the flip at byte {at} went undetected"));
         // Exactly the checkpoints that end before the flipped byte are
         // committed; the one holding it, and every later one, are not.
-        let whole = ends.iter().filter(|&&end| end <= at as u64).count();
-        assert_eq!(committed, whole, "flip at byte {at}");
+        let whole = r.ends.iter().filter(|&&end| end <= at as u64).count();
+        assert_eq!(refused.committed, whole, "flip at byte {at}");
         assert!(
-            memory == states[committed],
+            refused.memory == r.states[whole],
             "flip at byte {at}: memory changed"
         );
+        *kinds.entry(refused.kind).or_default() += 1;
         detected += 1;
     }
     assert_eq!(detected, bytes.len());
     println!(
-        "{} of {} single-byte corruptions detected before anything was applied ({} checkpoints)",
+        "{} of {} single-byte corruptions detected before anything of their checkpoint was applied ({} checkpoints, {} records)",
         detected,
         bytes.len(),
-        ends.len()
+        r.ends.len(),
+        r.records.len()
     );
+    for (k, n) in kinds {
+        println!("  {n:>6} {k}");
+    }
 }
 
 #[test]
 fn truncation_at_every_record_boundary_and_inside_every_record() {
     let (bytes, guest) = small_stream();
-    let (states, ends, records) = reference(&bytes, guest);
-    let mut cuts: Vec<u64> = (0..64).collect();
-    for &(offset, len) in &records {
+    let r = reference(&bytes, guest);
+    // Every octet of the headers, then each record's start, inside its
+    // header, its body's start and middle, and its last octet.
+    let mut cuts: Vec<u64> = (0..104).collect();
+    for &(offset, len) in &r.records {
         let end = offset + 8 + len + (8 - len % 8) % 8;
         cuts.extend([
             offset,
@@ -273,13 +325,23 @@ fn truncation_at_every_record_boundary_and_inside_every_record() {
     }
     cuts.sort_unstable();
     cuts.dedup();
-    for cut in cuts.into_iter().filter(|&c| c < bytes.len() as u64) {
-        let (committed, memory) = receive_until_error(&bytes[..cut as usize], guest)
+    cuts.retain(|&c| c < bytes.len() as u64);
+    for &cut in &cuts {
+        let refused = receive_until_error(&bytes[..cut as usize], guest)
             .unwrap_or_else(|| panic!("a stream cut at {cut} was accepted"));
-        let whole = ends.iter().filter(|&&end| end <= cut).count();
-        assert_eq!(committed, whole, "cut at {cut}");
-        assert!(memory == states[committed], "cut at {cut}");
+        let whole = r.ends.iter().filter(|&&end| end <= cut).count();
+        assert_eq!(refused.committed, whole, "cut at {cut}");
+        assert!(refused.memory == r.states[whole], "cut at {cut}");
+        assert!(
+            refused.kind.contains("Truncated"),
+            "cut at {cut}: {}",
+            refused.kind
+        );
     }
+    println!(
+        "{} cuts, each refused as truncated with nothing of the cut checkpoint applied",
+        cuts.len()
+    );
 }
 
 /// A hand-made record stream: the headers from the writer, then records
