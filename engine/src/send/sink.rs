@@ -80,6 +80,9 @@ impl<W: Write> Sink<W> {
     /// PFN entries none of which carries data, in a checkpoint that is
     /// `compressed` (Format B) or not.
     pub(crate) fn entries(&mut self, entries: &[u64], compressed: bool) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         match self {
             Sink::Legacy(w) => w.pfn_batches(entries),
             Sink::Records(w) if compressed => {
