@@ -43,6 +43,8 @@ enum Command {
     Restore(commands::streams::RestoreArgs),
     /// List a stream's chunks with offsets and sizes, verifying every checkpoint.
     Inspect(commands::streams::InspectArgs),
+    /// Rewrite a stream file in another wire format (records, legacy, xen).
+    Convert(commands::convert::Args),
     /// Record a live process's dirty pages into a trace, epoch by epoch.
     Record(commands::record::Args),
     /// Replay traces through the sender and the receiver, verified and measured.
@@ -65,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compress(a) => commands::streams::compress(&ctx, a),
         Command::Restore(a) => commands::streams::restore(&ctx, a),
         Command::Inspect(a) => commands::streams::inspect(&ctx, a),
+        Command::Convert(a) => commands::convert::run(&ctx, a),
         Command::Record(a) => commands::record::run(&ctx, a),
         Command::Bench(a) => commands::bench::run(&ctx, a),
         Command::BenchPipeline(a) => commands::pipeline::run(&ctx, a),

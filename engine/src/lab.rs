@@ -58,7 +58,7 @@ impl BatchEncoder {
 
     /// Compresses what `ring` holds; returns the payload's length.
     pub fn compress(&mut self, ring: &StagingRing) -> usize {
-        self.batch.compress(ring, &mut self.chunk);
+        self.batch.compress(ring, &mut self.chunk, None);
         self.chunk.len()
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! The formats are described in the project's `docs/`: the page encoding,
 //! the delta cache, the staging ring and the legacy save-stream body in
-//! `docs/FORMAT.md`, the stream around them in `docs/STREAM.md`. Each module
-//! names the section it implements.
+//! `docs/FORMAT.md`, the stream around them in `docs/STREAM.md`, and the
+//! second wire format, the record stream (Xen's migration stream v3 with
+//! the project's records and an optional zstd stage), in `docs/RECORDS.md`.
+//! A [`Sender`] writes the one [`SenderOptions::format`] names; a
+//! [`Receiver`] reads either. Each module names the section it implements.
 //!
 //! # Sending
 //!
@@ -94,4 +97,6 @@ pub use send::{
     ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,
     SenderOptions, MAX_CACHE_PAGES,
 };
-pub use stream::{Event, Limits, StreamError, StreamHeader};
+pub use stream::{
+    Event, Format, Limits, StreamError, StreamHeader, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL,
+};

@@ -10,7 +10,7 @@
 //! receiver alone, and compares each checkpoint's pages with the trace.
 
 use crate::figures::{peak_rss_bytes, reset_peak_rss, Quantiles, Rate, Ratios};
-use crate::replay::{replay_observed, Checkpoint, Source, TraceSource};
+use crate::replay::{replay_observed, send_checkpoint, Checkpoint, Source, TraceSource};
 use crate::LabError;
 use ckpt_engine::{
     GuestMemory, PageBuf, Receiver, SendStats, Sender, SenderOptions, SuperpagePolicy,
@@ -123,6 +123,27 @@ pub struct BenchReport {
     /// From the first page handed over to the trailer written, per
     /// compressed checkpoint.
     pub checkpoint_ms: Quantiles,
+    /// Wire format: "legacy" or "records".
+    pub format: String,
+    /// The zstd stage's level, if the stream has one.
+    pub zstd_level: Option<i32>,
+    /// Where the sender ran the stage ("segments" or "thread").
+    pub zstd_placement: Option<String>,
+    /// Bytes of page encodings of the compressed checkpoints, before the
+    /// zstd stage (what the records carry without it).
+    pub encoded_bytes: u64,
+    /// Page-data bytes of the compressed checkpoints as sent (after the
+    /// stage; equal to `encoded_bytes` without one).
+    pub payload_bytes: u64,
+    /// The stage's encode cost: zstd time summed over threads, per page.
+    pub zstd_us_per_page: f64,
+    /// The encoder's own cost for comparison: the compress stage's wall
+    /// time per page (with the stage in the segments, zstd included).
+    pub compress_us_per_page: f64,
+    /// zstd time per checkpoint, summed over threads.
+    pub zstd_ms: Quantiles,
+    /// The same checkpoints without the zstd stage, sent in lockstep.
+    pub without_stage: Option<Baseline>,
     /// Page kernel.
     pub kernel: String,
     /// Compression threads.
@@ -142,6 +163,22 @@ pub struct BenchReport {
     /// fully written extents the kernel really backs with huge pages.
     #[serde(flatten)]
     pub superpages: Option<SuperpageReport>,
+}
+
+/// The figures of the sender without the zstd stage, run in lockstep.
+#[derive(Debug, Serialize)]
+pub struct Baseline {
+    /// Stream bytes of the compressed checkpoints.
+    pub output_bytes: u64,
+    /// Page-data bytes of the compressed checkpoints (the encodings).
+    pub payload_bytes: u64,
+    /// input_bytes / output_bytes.
+    pub ratio: f64,
+    /// Compression latency per checkpoint.
+    pub compress_ms: Quantiles,
+    /// From the first page handed over to the checkpoint's last record
+    /// written.
+    pub checkpoint_ms: Quantiles,
 }
 
 /// What one checkpoint added to the sender's totals.
@@ -192,10 +229,24 @@ pub fn run(
         ..opts.clone()
     };
     let mut sender = Sender::new(Vec::new(), codec, &opts)?;
+    // With a zstd stage, the same checkpoints also go through a sender
+    // without it, one after the other, to compare them in the same run.
+    let mut baseline = match opts.zstd {
+        Some(_) => Some(Sender::new(
+            Vec::new(),
+            codec,
+            &SenderOptions {
+                zstd: None,
+                ..opts.clone()
+            },
+        )?),
+        None => None,
+    };
     let mut floor = Duration::ZERO;
     let mut floor_copies = Duration::ZERO;
     let mut floor_sink = 0u64;
-    let mut evict = vec![1u8; 96 << 20];
+    // Both closures below evict the caches, one after the other.
+    let evict = std::cell::RefCell::new(vec![1u8; 96 << 20]);
     let (mut changed_words, mut compared_words, mut runs, mut redirtied) = (0u64, 0u64, 0u64, 0u64);
     let mut dirty = Histogram::<u64>::new(3).expect("histogram");
     let mut series: Vec<CheckpointFigures> = Vec::new();
@@ -221,20 +272,26 @@ pub fn run(
                     compared_words += 1024;
                     redirtied += 1;
                 }
-                let (t, sink, t_copies) = floor_in_place(sender, cp, &mut evict)?;
+                let (t, sink, t_copies) = floor_in_place(sender, cp, &mut evict.borrow_mut())?;
                 floor += t;
                 floor_copies += t_copies;
                 floor_sink ^= sink;
                 // The compressor starts from the same state as the floor did.
-                evict_both(sender, &mut evict)?;
+                evict_both(sender, &mut evict.borrow_mut())?;
             }
             started.set(Instant::now());
             Ok(())
         },
-        |_, sender| {
+        |cp, sender| {
             let stage = started.get().elapsed();
             sender.sync()?;
             let whole = started.get().elapsed();
+            if let Some(b) = baseline.as_mut() {
+                // The same checkpoint without the stage, alone on the machine.
+                evict_caches(&mut evict.borrow_mut());
+                send_checkpoint(b, cp)?;
+                b.sync()?;
+            }
             let now = sender.stats();
             let mut f = checkpoint_figures(series.len() as u64, &totals, &now);
             f.stage_ms = stage.as_secs_f64() * 1e3;
@@ -245,7 +302,14 @@ pub fn run(
         },
     )?;
     std::hint::black_box(floor_sink);
-    let (stream, sent, _) = sender.finish()?;
+    let (stream, sent, lat) = sender.finish()?;
+    let baseline = match baseline {
+        Some(b) => {
+            let (_, s, l) = b.finish()?;
+            Some((s, l))
+        }
+        None => None,
+    };
     if sent.checkpoints < 2 {
         return Err(LabError::Invalid(format!(
             "{}: {} epoch(s), no checkpoint after the initial image: nothing to measure",
@@ -290,6 +354,7 @@ pub fn run(
     let encode = Rate::new(input, sent.compress_time);
     let floor = Rate::new(input, floor);
     let share = |n: u64| n as f64 / compressed_pages.max(1) as f64;
+    let per_page = |d: Duration| d.as_secs_f64() * 1e6 / compressed_pages.max(1) as f64;
     let later = &series[1..];
     let q = |f: fn(&CheckpointFigures) -> f64| {
         Quantiles::of_ms(&later.iter().map(f).collect::<Vec<_>>())
@@ -325,6 +390,24 @@ pub fn run(
         stage_ms: q(|c| c.stage_ms),
         compress_ms: q(|c| c.compress_ms),
         checkpoint_ms: q(|c| c.checkpoint_ms),
+        format: opts.format.name().into(),
+        zstd_level: opts.zstd.map(|z| z.level),
+        zstd_placement: opts.zstd.map(|z| z.placement.name().into()),
+        encoded_bytes: sent.encoded_bytes,
+        payload_bytes: sent.payload_bytes - sent.uncompressed * PAGE_SIZE as u64,
+        zstd_us_per_page: per_page(sent.zstd_time),
+        compress_us_per_page: per_page(sent.compress_time),
+        zstd_ms: Quantiles::of_latency(&lat.zstd),
+        without_stage: baseline.map(|(s, l)| {
+            let r = Ratios::of_stream(&s);
+            Baseline {
+                output_bytes: r.checkpoint_output_bytes,
+                payload_bytes: s.payload_bytes - s.uncompressed * PAGE_SIZE as u64,
+                ratio: r.ratio,
+                compress_ms: Quantiles::of_latency(&l.compress),
+                checkpoint_ms: Quantiles::of_latency(&l.checkpoint),
+            }
+        }),
         kernel: codec.kernel().name().into(),
         threads: opts.compress.threads,
         verified,

@@ -59,11 +59,10 @@ impl Ratios {
         }
     }
 
-    /// The ratios of a stream written by the engine's stream writer (its
-    /// header and end frame known).
+    /// The ratios of a stream written by the engine's sender (its own
+    /// framing, header and end, as the sender counted it).
     pub fn of_stream(s: &SendStats) -> Ratios {
-        let framing = (ckpt_engine::stream::HEADER_LEN + ckpt_engine::stream::END_LEN) as u64;
-        Ratios::of(s, framing)
+        Ratios::of(s, s.framing_bytes)
     }
 }
 

@@ -10,12 +10,14 @@
 //!   measurements and the golden vectors ([`vectors`]) behind `ckpt`'s
 //!   commands; [`streams`] and [`demo`]: stream files and the built-in run;
 //!   [`tune`]: settings measured against each other on this host;
-//!   `restore_bench` (Linux): restore and read speed per superpage policy.
+//!   `restore_bench` (Linux): restore and read speed per superpage policy;
+//!   [`convert`]: a stream rewritten in another wire format.
 //! - [`figures`]: how a ratio, a percentile, a rate and a goal are stated.
 #![deny(missing_docs)]
 
 pub mod bench;
 pub mod conformance;
+pub mod convert;
 pub mod demo;
 pub mod figures;
 pub mod kernels;

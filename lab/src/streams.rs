@@ -1,13 +1,16 @@
 //! Stream files on disk: writing checkpoints from a trace or a synthetic
 //! guest into one (`ckpt compress`), committing one to an image file
-//! (`ckpt restore`), and listing one (`ckpt inspect`).
+//! (`ckpt restore`), and listing one (`ckpt inspect`). Either wire format:
+//! the sender's options choose what is written, a reader tells what it
+//! reads by its first bytes (and can be told what to expect).
 
 use crate::replay::{replay, Source};
 use crate::LabError;
+use ckpt_engine::stream::records::{record_name, RecordInfo};
 use ckpt_engine::stream::Event;
 use ckpt_engine::{
-    CheckpointInfo, Codec, GuestMemory, ImageFile, Limits, ReceiveError, Receiver, SendStats,
-    Sender, SenderOptions, SparseMemory,
+    CheckpointInfo, Codec, Format, GuestMemory, ImageFile, Limits, ReceiveError, Receiver,
+    SendStats, Sender, SenderOptions, SparseMemory,
 };
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -43,16 +46,35 @@ pub struct RestoreReport {
     pub error: Option<ReceiveError>,
 }
 
-/// Commits a stream file to an image file, checkpoint by checkpoint, each
-/// verified before it touches the image.
+/// Refuses a stream of another format than `expect`, when one is given.
+fn check_format<R: std::io::Read>(
+    rx: &Receiver<R>,
+    stream: &Path,
+    expect: Option<Format>,
+) -> Result<(), LabError> {
+    match expect {
+        Some(f) if f != rx.format() => Err(LabError::Invalid(format!(
+            "{}: a {} stream, not {f}",
+            stream.display(),
+            rx.format()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Commits a stream file (of either format; `expect` refuses the other) to
+/// an image file, checkpoint by checkpoint, each verified before it touches
+/// the image.
 pub fn restore(
     stream: &Path,
     image: &Path,
     limits: Limits,
     codec: Codec,
+    expect: Option<Format>,
 ) -> Result<RestoreReport, LabError> {
     let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
     let mut rx = Receiver::new(file, limits, codec)?;
+    check_format(&rx, stream, expect)?;
     let mut memory =
         ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
     Ok(commit_all(&mut rx, &mut memory, &mut |_| {}))
@@ -120,28 +142,94 @@ pub fn event_line(e: &Event) -> String {
         Event::Verified { offset, seq } => {
             format!("{offset:>12}    checkpoint {seq} verified: page digest matches")
         }
+        Event::Record {
+            offset,
+            ty,
+            len,
+            info,
+        } => {
+            let what = match info {
+                RecordInfo::PageData { entries, data } => {
+                    format!(": {entries} entries, {data} pages")
+                }
+                RecordInfo::CompressedPageData {
+                    entries,
+                    data,
+                    encoded_len,
+                    zstd,
+                    payload_len,
+                } => {
+                    if *zstd {
+                        format!(": {entries} entries, {data} pages, {encoded_len} bytes of encodings in {payload_len} bytes of zstd")
+                    } else {
+                        format!(
+                            ": {entries} entries, {data} pages, {encoded_len} bytes of encodings"
+                        )
+                    }
+                }
+                RecordInfo::Toolstack { id } => format!(": chunk {id}"),
+                RecordInfo::Integrity(i) => format!(
+                    ": checkpoint {}, {} pages, digest {:032x}, check verified",
+                    i.seq, i.data_pages, i.digest
+                ),
+                RecordInfo::End { checkpoints } => {
+                    format!(": end of stream after {checkpoints} checkpoints")
+                }
+                RecordInfo::Skipped => " (skipped)".into(),
+                _ => String::new(),
+            };
+            let indent = if *ty == ckpt_engine::stream::records::REC_END {
+                "  "
+            } else {
+                "    "
+            };
+            format!(
+                "{offset:>12}{indent}{} [{ty:#010x}, {len} bytes]{what}",
+                record_name(*ty)
+            )
+        }
         other => format!("{other:?}"),
     }
 }
 
-/// Lists a stream's frames and chunks with their offsets and sizes as they
-/// are read, verifying every checkpoint (committed to an in-memory guest).
+/// The line `ckpt inspect` opens with: the stream's format and header.
+fn header_line<R: std::io::Read>(rx: &Receiver<R>) -> String {
+    match rx.record_headers() {
+        None => format!(
+            "legacy stream (version 2): guest of {} pages, stream id {:032x}",
+            rx.guest_pages(),
+            rx.header().stream_id
+        ),
+        Some((domain, info)) => format!(
+            "record stream (Xen v3, domain type {}, Xen {}.{}): guest of {} pages, stream id {:032x}, {}",
+            domain.domain_type,
+            domain.xen_major,
+            domain.xen_minor,
+            info.guest_pages,
+            info.stream_id,
+            match info.zstd_level {
+                Some(l) => format!("zstd stage at level {l}"),
+                None => "no zstd stage".into(),
+            }
+        ),
+    }
+}
+
+/// Lists a stream's frames and chunks (or records) with their offsets and
+/// sizes as they are read, verifying every checkpoint (committed to an in-memory guest).
 /// Nothing is kept per checkpoint, so a stream of any length costs the
 /// same memory.
 pub fn inspect(
     stream: &Path,
     limits: Limits,
     codec: Codec,
+    expect: Option<Format>,
     out: &mut dyn Write,
 ) -> Result<RestoreReport, LabError> {
     let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
     let mut rx = Receiver::new(file, limits, codec)?;
-    writeln!(
-        out,
-        "stream header: guest of {} pages, stream id {:032x}",
-        rx.guest_pages(),
-        rx.header().stream_id
-    )?;
+    check_format(&rx, stream, expect)?;
+    writeln!(out, "{}", header_line(&rx))?;
     let mut memory = SparseMemory::new(rx.guest_pages());
     let mut report = RestoreReport {
         committed: Vec::new(),

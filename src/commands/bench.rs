@@ -1,5 +1,6 @@
 //! `ckpt bench`: bundled or given traces through the sender and receiver.
 
+use super::format::FormatArgs;
 use super::output::{self, gbps, mib, size, Out};
 use super::{Context, Tuning};
 use anyhow::Context as _;
@@ -27,6 +28,8 @@ pub struct Args {
     superpages: Option<ckpt_engine::SuperpagePolicy>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// The `--json` document.
@@ -38,7 +41,8 @@ struct Document<'a> {
 /// Runs the bench and prints each trace's figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let mut opts = ctx.sender_options(&args.tuning, 1);
+    args.format.apply(&mut opts)?;
     let traces = match (args.trace, args.all) {
         (Some(t), _) => vec![t],
         (None, true) => super::bundled_traces()?,
@@ -72,8 +76,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
     writeln!(
         out,
-        "{} ({}), kernel {}, {} thread(s)",
-        r.trace, r.workload, r.kernel, r.threads
+        "{} ({}), kernel {}, {} thread(s), {} stream",
+        r.trace, r.workload, r.kernel, r.threads, r.format
     )?;
     writeln!(
         out,
@@ -153,6 +157,33 @@ fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
             "of the whole process: this system did not let it be reset"
         }
     )?;
+    if let (Some(level), Some(b)) = (r.zstd_level, &r.without_stage) {
+        writeln!(
+            out,
+            "  zstd stage at level {level} ({}): page encodings {} sent as {} ({:.1}% fewer bytes), {:.2} us per page (the encoder: {:.2} us)",
+            r.zstd_placement.as_deref().unwrap_or("?"),
+            size(r.encoded_bytes),
+            size(r.payload_bytes),
+            100.0 * (1.0 - r.payload_bytes as f64 / r.encoded_bytes.max(1) as f64),
+            r.zstd_us_per_page,
+            r.compress_us_per_page
+        )?;
+        writeln!(
+            out,
+            "  without the stage (same run, in turns): {} out, ratio {:.2}",
+            size(b.output_bytes),
+            b.ratio
+        )?;
+        writeln!(
+            out,
+            "  {}",
+            output::quantiles(
+                "checkpoint without the stage",
+                &b.checkpoint_ms,
+                "checkpoints"
+            )
+        )?;
+    }
     if let Some(sp) = &r.superpages {
         writeln!(
             out,

@@ -19,7 +19,9 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod convert;
 pub mod demo;
+pub mod format;
 pub mod kernels;
 pub mod output;
 pub mod pipeline;
@@ -107,7 +109,7 @@ impl Context {
             ring_pages: e.ring_pages,
             guest_pages,
             limits: self.config.receiver.limits(),
-            stream_id: None,
+            ..SenderOptions::new(guest_pages)
         }
     }
 }

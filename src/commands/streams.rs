@@ -1,5 +1,6 @@
 //! `ckpt compress`, `ckpt restore` and `ckpt inspect`: stream files.
 
+use super::format::{ExpectArgs, FormatArgs};
 use super::output::{self, Out};
 use super::{Context, Tuning};
 use anyhow::Context as _;
@@ -29,6 +30,8 @@ pub struct CompressArgs {
     json: bool,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    format: FormatArgs,
 }
 
 /// Arguments of `ckpt restore`.
@@ -45,6 +48,8 @@ pub struct RestoreArgs {
     /// Print the outcome as one JSON document.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    expect: ExpectArgs,
 }
 
 /// Arguments of `ckpt inspect`.
@@ -56,6 +61,28 @@ pub struct InspectArgs {
     /// instead of the chunk listing.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    expect: ExpectArgs,
+}
+
+/// Refuses a stream whose zstd stage is not the one asked for; reads only
+/// the stream's headers.
+fn check_stage(ctx: &Context, stream: &std::path::Path, expect: &ExpectArgs) -> anyhow::Result<()> {
+    if expect.zstd_level.is_none() {
+        return Ok(());
+    }
+    let file = std::fs::File::open(stream)
+        .with_context(|| format!("cannot open stream {}", stream.display()))?;
+    let rx = ckpt_engine::Receiver::new(
+        file,
+        ctx.config.receiver.limits(),
+        ckpt_engine::Codec::best(),
+    )
+    .with_context(|| format!("cannot read stream {}", stream.display()))?;
+    let stage = rx.record_headers().and_then(|(_, info)| info.zstd_level);
+    expect
+        .check_level(stage)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", stream.display()))
 }
 
 /// A source that moves a progress indicator on with each checkpoint.
@@ -91,7 +118,8 @@ struct Compressed {
 /// Writes a stream file.
 pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let mut opts = ctx.sender_options(&args.tuning, 1);
+    args.format.apply(&mut opts)?;
     let (inner, len): (Box<dyn Source>, _) = match &args.trace {
         Some(t) => (
             Box::new(
@@ -147,6 +175,16 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
         "with the initial image ({} pages, sent uncompressed): {} bytes of pages -> {} bytes: ratio {:.2}",
         s.uncompressed, r.total_input_bytes, r.total_output_bytes, r.ratio_with_initial_image
     )?;
+    if let Some(z) = opts.zstd {
+        writeln!(
+            out,
+            "zstd stage at level {} ({}): {} bytes of page encodings sent as {} bytes",
+            z.level,
+            z.placement.name(),
+            s.encoded_bytes,
+            s.payload_bytes - s.uncompressed * 4096
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -248,11 +286,13 @@ fn status(r: &RestoreReport) -> ExitCode {
 /// Commits a stream file to an image.
 pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.kernel)?;
+    check_stage(ctx, &args.stream, &args.expect)?;
     let r = ckpt_lab::streams::restore(
         &args.stream,
         &args.image,
         ctx.config.receiver.limits(),
         codec,
+        args.expect.format(),
     )
     .with_context(|| {
         format!(
@@ -278,6 +318,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 /// Lists a stream.
 pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    check_stage(ctx, &args.stream, &args.expect)?;
     let mut out = Out::new();
     let mut sink = std::io::sink();
     let listing: &mut dyn Write = if args.json { &mut sink } else { &mut out };
@@ -285,6 +326,7 @@ pub fn inspect(ctx: &Context, args: InspectArgs) -> anyhow::Result<ExitCode> {
         &args.stream,
         ctx.config.receiver.limits(),
         ckpt_engine::Codec::best(),
+        args.expect.format(),
         listing,
     )
     .with_context(|| format!("cannot inspect stream {}", args.stream.display()))?;

@@ -1,16 +1,20 @@
-//! The backup's receiver: reads a checkpoint stream (`docs/STREAM.md`) from
-//! any [`Read`] and commits each checkpoint to [`GuestMemory`] only when the
-//! whole checkpoint has arrived, every rule has been checked and its digest
-//! matches what committing it would produce.
+//! The backup's receiver: reads a checkpoint stream from any [`Read`] —
+//! the legacy stream (`docs/STREAM.md`) or the record stream
+//! (`docs/RECORDS.md`), told apart by their first eight bytes — and commits
+//! each checkpoint to [`GuestMemory`] only when the whole checkpoint has
+//! arrived, every rule has been checked and its digest matches what
+//! committing it would produce. Both readers fill the same [`Body`], so
+//! verifying and committing is one code path.
 //!
 //! Each page encoding is walked twice at most: once to verify (decoded into
 //! a scratch page, hashed, nothing written) and once to apply. A checkpoint
 //! that fails leaves memory exactly as the last complete checkpoint left it.
 
 use super::{Commit, GuestMemory};
+use crate::stream::records::{DomainHeader, ImageHeader, RecordReader, StreamInfo};
 use crate::stream::{
-    page_fingerprint, Body, Digest, Event, Limits, PageAt, StreamError, StreamHeader, StreamReader,
-    ToolstackChunk,
+    page_fingerprint, Body, Digest, Event, Format, Limits, PageAt, StreamError, StreamHeader,
+    StreamReader, ToolstackChunk,
 };
 use ckpt_simd::{Codec, DecodeError, Form, Page, FULL_ENCODED_LEN, PAGE_SIZE};
 use std::io::{self, Read};
@@ -102,9 +106,71 @@ struct PageRef {
     form: Form,
 }
 
+/// The input with its first bytes, read to tell the format, put back.
+type Peeked<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// The reader of the format the stream turned out to have.
+enum Source<R> {
+    Legacy(StreamReader<Peeked<R>>),
+    Records(RecordReader<Peeked<R>>),
+}
+
+impl<R: Read> Source<R> {
+    /// Reads the first eight bytes (fewer if the input ends), picks the
+    /// reader they call for and lets it read the header from the start.
+    fn open(mut reader: R, limits: Limits) -> Result<Source<R>, StreamError> {
+        let mut first = [0u8; 8];
+        let mut n = 0;
+        while n < first.len() {
+            match reader.read(&mut first[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(StreamError::Io {
+                        offset: n as u64,
+                        source,
+                    })
+                }
+            }
+        }
+        let peeked = io::Cursor::new(first[..n].to_vec()).chain(reader);
+        Ok(if ImageHeader::is_marker(&first[..n]) {
+            Source::Records(RecordReader::new(peeked, limits)?)
+        } else {
+            Source::Legacy(StreamReader::new(peeked, limits)?)
+        })
+    }
+
+    fn header(&self) -> &StreamHeader {
+        match self {
+            Source::Legacy(r) => r.header(),
+            Source::Records(r) => r.header(),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        match self {
+            Source::Legacy(r) => r.offset(),
+            Source::Records(r) => r.offset(),
+        }
+    }
+
+    fn read_checkpoint(
+        &mut self,
+        body: &mut Body,
+        observe: &mut dyn FnMut(&Event),
+    ) -> Result<bool, StreamError> {
+        match self {
+            Source::Legacy(r) => r.read_checkpoint(body, observe),
+            Source::Records(r) => r.read_checkpoint(body, observe),
+        }
+    }
+}
+
 /// Reads a checkpoint stream and commits verified checkpoints.
 pub struct Receiver<R> {
-    reader: StreamReader<R>,
+    reader: Source<R>,
     codec: Codec,
     body: Body,
     pages: Vec<PageRef>,
@@ -112,10 +178,10 @@ pub struct Receiver<R> {
 }
 
 impl<R: Read> Receiver<R> {
-    /// Reads and checks the stream header.
+    /// Reads and checks the stream's header (either format's).
     pub fn new(reader: R, limits: Limits, codec: Codec) -> Result<Self, ReceiveError> {
         Ok(Receiver {
-            reader: StreamReader::new(reader, limits)?,
+            reader: Source::open(reader, limits)?,
             codec,
             body: Body::default(),
             pages: Vec::new(),
@@ -136,6 +202,29 @@ impl<R: Read> Receiver<R> {
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.reader.offset()
+    }
+
+    /// The stream's wire format.
+    pub fn format(&self) -> Format {
+        match self.reader {
+            Source::Legacy(_) => Format::Legacy,
+            Source::Records(_) => Format::Records,
+        }
+    }
+
+    /// A record stream's domain header and CKPT_STREAM_INFO (its zstd
+    /// stage among them); `None` for a legacy stream.
+    pub fn record_headers(&self) -> Option<(&DomainHeader, &StreamInfo)> {
+        match &self.reader {
+            Source::Legacy(_) => None,
+            Source::Records(r) => Some((r.domain(), r.info())),
+        }
+    }
+
+    /// The PFN entries (type in bits 28..31, PFN in bits 0..27) of the
+    /// checkpoint last read, in send order, until the next is read.
+    pub fn entries(&self) -> &[u64] {
+        &self.body.entries
     }
 
     /// Receives, verifies and commits the next checkpoint; `None` at the

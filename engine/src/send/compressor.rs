@@ -134,7 +134,7 @@ impl Compressor {
     }
 
     fn compress_staged(&mut self) -> ChunkView<'_> {
-        self.batch.compress(&self.ring, &mut self.chunk);
+        self.batch.compress(&self.ring, &mut self.chunk, None);
         self.clear_pending = true;
         ChunkView {
             chunk: &self.chunk,

@@ -8,6 +8,12 @@
 //! checkpoint's digest while it is still in cache. FULL pages are never
 //! copied into the chunk: the chunk refers to the staged page, which the
 //! writer sends as it is.
+//!
+//! With a record stream's zstd stage in the segments (`docs/RECORDS.md`,
+//! "CKPT_COMPRESSED_PAGE_DATA"), each segment also compresses its own
+//! encodings into a zstd frame while they are in cache; the chunk then
+//! carries one frame per segment, and segments are made coarser so that
+//! frames stay large.
 
 use super::cache::DeltaCache;
 use super::plan::{Decision, Planner, Segment, SlotWaves};
@@ -18,6 +24,7 @@ use crate::page::PageBuf;
 use crate::stream::{digest_key, page_fingerprint};
 use ckpt_simd::{ChangeMap, Codec, Form, MAX_ENCODED_LEN, PAGE_SIZE};
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 /// A piece of a chunk's payload: bytes of the chunk's buffer, or a staged
 /// page of the batch, written as it is (the data of a FULL encoding).
@@ -35,6 +42,13 @@ pub(crate) struct Chunk {
     /// Fingerprint of each page's new content, in batch order.
     hashes: Vec<u128>,
     counts: FormCounts,
+    /// The payload through the zstd stage, as frames in order (empty
+    /// without the stage, or when a frame could not be made).
+    frames: Vec<Vec<u8>>,
+    /// Frame buffers kept for the next batch.
+    spare: Vec<Vec<u8>>,
+    /// Time spent in zstd, summed over the threads that ran it.
+    zstd_time: Duration,
 }
 
 impl Chunk {
@@ -45,6 +59,9 @@ impl Chunk {
             pieces: Vec::new(),
             hashes: Vec::new(),
             counts: FormCounts::default(),
+            frames: Vec::new(),
+            spare: Vec::new(),
+            zstd_time: Duration::ZERO,
         }
     }
 
@@ -76,6 +93,47 @@ impl Chunk {
     /// How the pages were sent.
     pub(crate) fn counts(&self) -> &FormCounts {
         &self.counts
+    }
+
+    /// The payload as zstd frames, in order; empty without the stage.
+    pub(crate) fn frames(&self) -> &[Vec<u8>] {
+        &self.frames
+    }
+
+    /// Bytes of the zstd frames.
+    pub(crate) fn frames_len(&self) -> usize {
+        self.frames.iter().map(Vec::len).sum()
+    }
+
+    /// Time spent in zstd for this chunk, summed over threads.
+    pub(crate) fn zstd_time(&self) -> Duration {
+        self.zstd_time
+    }
+
+    /// Moves the frames to the spare buffers (the chunk is reused).
+    fn recycle_frames(&mut self) {
+        self.spare.append(&mut self.frames);
+    }
+
+    /// The zstd stage on a thread of its own: the whole payload (its pieces
+    /// from `ring`) as one frame at `level`. Without a frame (zstd could
+    /// not allocate), the chunk goes out as it is.
+    pub(crate) fn compress_whole(&mut self, ring: &StagingRing, level: i32) {
+        self.recycle_frames();
+        self.zstd_time = Duration::ZERO;
+        let mut frame = self.spare.pop().unwrap_or_default();
+        frame.clear();
+        let t = Instant::now();
+        let made = crate::stream::records::compress_frame(
+            level,
+            self.len(),
+            self.pieces(ring),
+            &mut frame,
+        );
+        self.zstd_time = t.elapsed();
+        if made.is_ok() {
+            self.frames.push(frame);
+        }
     }
 }
 
@@ -121,21 +179,32 @@ struct SegmentResult {
     pieces: Vec<Piece>,
     hashes: Vec<u128>,
     counts: FormCounts,
+    /// The segment's encodings as a zstd frame, with the stage; `None`
+    /// when zstd failed (the chunk then goes out without the stage).
+    frame: Option<Vec<u8>>,
+    zstd_time: Duration,
 }
 
 /// Pages whose first encoding pass runs back to back.
 const MAP_GROUP: usize = 8;
 
+/// Segments per worker thread when each compresses its own zstd frame:
+/// few enough that frames stay large, enough to balance the threads.
+const ZSTD_SEGMENTS_PER_THREAD: usize = 2;
+
 /// Encodes the pages `first..first + work.len()` of `ring` into `out` (room
 /// for `MAX_ENCODED_LEN` per page, at offset `first * MAX_ENCODED_LEN` of
 /// the chunk's buffer), and hashes each page's new content. A FULL page
 /// contributes its marker to `out` and the staged page itself as a piece.
+/// With `zstd`, the segment's encodings then go through the zstd stage
+/// into `frame`.
 fn encode_segment(
     codec: Codec,
     ring: &StagingRing,
     first: usize,
     work: &mut [Work<'_>],
     out: &mut [u8],
+    zstd: Option<(i32, Vec<u8>)>,
 ) -> SegmentResult {
     let base = first * MAX_ENCODED_LEN;
     let mut o = 0;
@@ -192,11 +261,30 @@ fn encode_segment(
     if o > start {
         pieces.push(Piece::Bytes(base + start..base + o));
     }
+    let mut zstd_time = Duration::ZERO;
+    let frame = zstd.and_then(|(level, mut frame)| {
+        let t = Instant::now();
+        let bytes = |p: &Piece| match p {
+            Piece::Bytes(r) => &out[r.start - base..r.end - base],
+            Piece::Staged(i) => &ring.page(*i)[..],
+        };
+        let len = pieces.iter().map(|p| bytes(p).len()).sum();
+        let made = crate::stream::records::compress_frame(
+            level,
+            len,
+            pieces.iter().map(bytes),
+            &mut frame,
+        );
+        zstd_time = t.elapsed();
+        made.ok().map(|()| frame)
+    });
     SegmentResult {
         first,
         pieces,
         hashes,
         counts,
+        frame,
+        zstd_time,
     }
 }
 
@@ -266,20 +354,25 @@ impl BatchCompressor {
     }
 
     /// Compresses everything staged in `ring` into `chunk` (replacing its
-    /// contents). The ring is left as it is.
-    pub(crate) fn compress(&mut self, ring: &StagingRing, chunk: &mut Chunk) {
+    /// contents), each segment's encodings also through zstd at the level
+    /// `zstd` gives. The ring is left as it is.
+    pub(crate) fn compress(&mut self, ring: &StagingRing, chunk: &mut Chunk, zstd: Option<i32>) {
         let n = ring.len();
         chunk.pieces.clear();
         chunk.hashes.clear();
         chunk.counts = FormCounts::default();
+        chunk.recycle_frames();
+        chunk.zstd_time = Duration::ZERO;
+        let mut spare = std::mem::take(&mut chunk.spare);
         let need = n * MAX_ENCODED_LEN;
         if chunk.buf.len() < need {
             chunk.buf = vec![0u8; need.max(ring.capacity() * MAX_ENCODED_LEN)];
         }
         let (index, arena) = self.cache.split_mut();
-        let seg = match self.pool {
-            Some(_) => (n / (self.threads * 8)).clamp(16, 512),
-            None => n.max(1),
+        let seg = match (&self.pool, zstd) {
+            (Some(_), None) => (n / (self.threads * 8)).clamp(16, 512),
+            (Some(_), Some(_)) => n.div_ceil(self.threads * ZSTD_SEGMENTS_PER_THREAD).max(64),
+            (None, _) => n.max(1),
         };
         let codec = self.codec;
         let mut planner = Planner::new(index, ring.entries(), &mut self.waves, seg);
@@ -293,17 +386,26 @@ impl BatchCompressor {
                 slots: arena.iter_mut().map(Some).collect(),
                 out: std::mem::take(&mut out),
             };
+            let spare = &mut spare;
+            let mut frame_for = move || {
+                zstd.map(|level| {
+                    let mut f = spare.pop().unwrap_or_default();
+                    f.clear();
+                    (level, f)
+                })
+            };
             next = match &self.pool {
                 Some(pool) => pool.scope(|scope| {
                     wave.run(first_segment, &mut planner, |first, mut work, out| {
+                        let frame = frame_for();
                         scope.spawn(move |_| {
-                            let r = encode_segment(codec, ring, first, &mut work, out);
+                            let r = encode_segment(codec, ring, first, &mut work, out, frame);
                             results.lock().expect("results").push(r);
                         })
                     })
                 }),
                 None => wave.run(first_segment, &mut planner, |first, mut work, out| {
-                    let r = encode_segment(codec, ring, first, &mut work, out);
+                    let r = encode_segment(codec, ring, first, &mut work, out, frame_for());
                     results.lock().expect("results").push(r);
                 }),
             };
@@ -311,11 +413,22 @@ impl BatchCompressor {
         }
         let mut results = std::mem::take(&mut *results.lock().expect("results"));
         results.sort_unstable_by_key(|r| r.first);
+        let mut framed = zstd.is_some();
         for r in results {
             chunk.pieces.extend(r.pieces);
             chunk.hashes.extend(r.hashes);
             chunk.counts.add(&r.counts);
+            chunk.zstd_time += r.zstd_time;
+            match r.frame {
+                Some(f) => chunk.frames.push(f),
+                None => framed = false,
+            }
         }
+        if !framed {
+            // A segment without its frame: the chunk goes out as it is.
+            chunk.recycle_frames();
+        }
+        chunk.spare.append(&mut spare);
     }
 }
 

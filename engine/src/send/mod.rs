@@ -6,6 +6,7 @@
 //! - [`encode`]: the batch encoded on the worker pool (§1);
 //! - [`sender`]: the `Sender`, whose [`pipeline`] overlaps staging, encoding
 //!   and writing;
+//! - [`sink`]: the writer stage's seam to either wire format;
 //! - [`compressor`]: the page-level front end without a stream.
 
 pub(crate) mod cache;
@@ -15,6 +16,7 @@ mod pipeline;
 mod plan;
 pub(crate) mod ring;
 mod sender;
+mod sink;
 mod stats;
 
 pub use cache::MAX_CACHE_PAGES;

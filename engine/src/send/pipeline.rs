@@ -7,8 +7,9 @@
 
 use super::encode::{BatchCompressor, Chunk};
 use super::ring::StagingRing;
+use super::sink::Sink;
 use super::stats::{Latencies, SendStats};
-use crate::stream::{Digest, StreamHeader, StreamWriter, ToolstackChunk};
+use crate::stream::{Digest, ToolstackChunk};
 use ckpt_simd::PAGE_SIZE;
 use crossbeam_channel::{Receiver, Sender as Tx};
 use std::io::{self, Write};
@@ -72,6 +73,7 @@ pub(super) fn compress_stage(
     rx: Receiver<Work>,
     tx: Tx<Out>,
     chunks: Receiver<Chunk>,
+    zstd: Option<i32>,
 ) {
     for work in rx {
         let out = match work {
@@ -89,7 +91,7 @@ pub(super) fn compress_stage(
                 if compressed && !ring.is_empty() {
                     let Ok(mut chunk) = chunks.recv() else { return };
                     let t = Instant::now();
-                    batch.compress(&ring, &mut chunk);
+                    batch.compress(&ring, &mut chunk, zstd);
                     Out::Batch {
                         entries,
                         chunk: Some(Box::new(chunk)),
@@ -119,12 +121,31 @@ pub(super) fn compress_stage(
     }
 }
 
+/// The zstd stage on a thread of its own: each compressed chunk becomes one
+/// frame while the compression thread encodes the next batch.
+pub(super) fn zstd_stage(rx: Receiver<Out>, tx: Tx<Out>, level: i32) {
+    for mut out in rx {
+        if let Out::Batch {
+            chunk: Some(chunk),
+            ring,
+            ..
+        } = &mut out
+        {
+            chunk.compress_whole(ring, level);
+        }
+        if tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
 /// The writer's state for the checkpoint it is writing.
 #[derive(Default)]
 struct Writing {
     digest: Digest,
     compress: Duration,
     write: Duration,
+    zstd: Duration,
     /// Format B: the body is compressed.
     compressed: bool,
     /// Stream offset of the frame.
@@ -132,8 +153,7 @@ struct Writing {
 }
 
 pub(super) fn write_stage<W: Write>(
-    out: W,
-    header: StreamHeader,
+    sink: io::Result<Sink<W>>,
     rx: Receiver<Out>,
     chunk_back: Tx<Chunk>,
     shared: Arc<Mutex<Shared>>,
@@ -144,7 +164,7 @@ pub(super) fn write_stage<W: Write>(
             s.error = Some(e);
         }
     };
-    let mut w = match StreamWriter::new(out, &header) {
+    let mut w = match sink {
         Ok(w) => Some(w),
         Err(e) => {
             fail(e);
@@ -175,15 +195,16 @@ pub(super) fn write_stage<W: Write>(
                 }
                 sh.latencies.compress.record(cp.compress);
                 sh.latencies.write.record(cp.write);
+                sh.latencies.zstd.record(cp.zstd);
                 sh.latencies.checkpoint.record(started.elapsed());
             }
             Out::Finish => {
                 let w = w.take()?;
-                let written = w.written();
+                let written = w.written() + w.end_len();
                 return match w.finish() {
                     Ok(out) => {
                         let mut sh = shared.lock().expect("sender state");
-                        sh.stats.output_bytes = written + crate::stream::END_LEN as u64;
+                        sh.stats.output_bytes = written;
                         Some(out)
                     }
                     Err(e) => {
@@ -202,7 +223,7 @@ pub(super) fn write_stage<W: Write>(
 }
 
 fn write_one<W: Write>(
-    w: &mut StreamWriter<W>,
+    w: &mut Sink<W>,
     msg: &Out,
     cp: &mut Writing,
     shared: &Mutex<Shared>,
@@ -233,19 +254,21 @@ fn write_one<W: Write>(
             };
             let hashes = match chunk {
                 Some(chunk) => {
-                    w.pfn_batches(entries)?;
-                    w.compressed_chunk(chunk.len() as u64, chunk.pieces(ring))?;
-                    s.payload_bytes = chunk.len() as u64;
+                    let bytes = w.chunk(entries, chunk, ring)?;
+                    s.payload_bytes = bytes.payload;
+                    s.encoded_bytes = bytes.encoded;
+                    s.zstd_time = chunk.zstd_time();
+                    cp.zstd += chunk.zstd_time();
                     s.counts = *chunk.counts();
                     chunk.hashes()
                 }
                 None if ring.is_empty() => {
-                    w.pfn_batches(entries)?;
+                    w.entries(entries, cp.compressed)?;
                     &[][..]
                 }
                 None => {
                     // Format A: one batch of at most 1024 entries, its pages' data after it.
-                    w.pfn_batch_with_data(entries, (0..ring.len()).map(|i| ring.page(i)))?;
+                    w.raw_batch(entries, (0..ring.len()).map(|i| ring.page(i)))?;
                     s.uncompressed = ring.len() as u64;
                     s.payload_bytes = s.input_bytes;
                     hashes
@@ -260,6 +283,8 @@ fn write_one<W: Write>(
             st.pages += s.pages;
             st.input_bytes += s.input_bytes;
             st.payload_bytes += s.payload_bytes;
+            st.encoded_bytes += s.encoded_bytes;
+            st.zstd_time += s.zstd_time;
             st.uncompressed += s.uncompressed;
             st.counts.add(&s.counts);
             st.compress_time += s.compress_time;

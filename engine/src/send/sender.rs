@@ -1,5 +1,7 @@
 //! The send pipeline: a Remus sender's checkpoints in, a checkpoint stream
-//! (`docs/STREAM.md`, with the legacy body of `docs/FORMAT.md` §4) out.
+//! out: the legacy stream (`docs/STREAM.md`, with the legacy body of
+//! `docs/FORMAT.md` §4) or the record stream (`docs/RECORDS.md`), as
+//! [`SenderOptions::format`] says.
 //!
 //! Three stages overlap across checkpoints, joined by crossbeam channels:
 //! the caller stages pages (the guest-paused copy) into the staging ring's
@@ -10,7 +12,10 @@
 //! [`super::pipeline`]).
 //! Staging checkpoint N+1 proceeds while N is compressed and written;
 //! memory stays bounded by the ring's segment pool and two chunk buffers,
-//! since a stage that runs ahead waits for them.
+//! since a stage that runs ahead waits for them. A record stream's zstd
+//! stage runs in the encode segments, or on a thread of its own between
+//! the compression and writer threads (with a third chunk buffer), as
+//! [`ZstdStage::placement`] says.
 //!
 //! The send order is preserved exactly: PFN entries are written in the order
 //! given, every chunk follows the PFN batch that holds its last page, and
@@ -23,14 +28,15 @@
 
 use super::compressor::check_page;
 use super::encode::{BatchCompressor, Chunk, CompressOptions};
-use super::pipeline::{compress_stage, write_stage, CheckpointEnd, Out, Shared, Work};
+use super::pipeline::{compress_stage, write_stage, zstd_stage, CheckpointEnd, Out, Shared, Work};
 use super::ring::{SegmentPool, StagingRing};
+use super::sink::Sink;
 use super::stats::{Latencies, SendStats};
 use crate::error::SendError;
 use crate::page::{entry, PageType, PFN_LIMIT};
 use crate::stream::{
-    toolstack_payload_len, Limits, StreamHeader, ToolstackChunk, CHUNK_COST, MAX_BATCH,
-    TOOLSTACK_COST,
+    toolstack_payload_len, Format, Limits, StreamHeader, ToolstackChunk, ZstdPlacement, ZstdStage,
+    CHUNK_COST, MAX_BATCH, TOOLSTACK_COST,
 };
 use ckpt_simd::{Codec, Page, MAX_ENCODED_LEN, PAGE_SIZE};
 use crossbeam_channel::{bounded, Sender as Tx};
@@ -53,11 +59,17 @@ pub struct SenderOptions {
     pub limits: Limits,
     /// The stream's identity; `None` draws a random one.
     pub stream_id: Option<u128>,
+    /// The wire format: the legacy stream or the record stream.
+    pub format: Format,
+    /// The record stream's zstd stage over the page encodings, if any
+    /// (`None` for a legacy stream, which has no stage).
+    pub zstd: Option<ZstdStage>,
 }
 
 impl SenderOptions {
     /// The defaults for a guest of `guest_pages` pages: the original's
-    /// 8192-page cache, a ring of 8196 pages, one thread, default limits.
+    /// 8192-page cache, a ring of 8196 pages, one thread, default limits,
+    /// the legacy format.
     pub fn new(guest_pages: u64) -> SenderOptions {
         SenderOptions {
             compress: CompressOptions::default(),
@@ -65,6 +77,18 @@ impl SenderOptions {
             guest_pages,
             limits: Limits::default(),
             stream_id: None,
+            format: Format::Legacy,
+            zstd: None,
+        }
+    }
+
+    /// The defaults, writing a record stream with the zstd stage at its
+    /// default level.
+    pub fn records(guest_pages: u64) -> SenderOptions {
+        SenderOptions {
+            format: Format::Records,
+            zstd: Some(ZstdStage::default()),
+            ..SenderOptions::new(guest_pages)
         }
     }
 }
@@ -92,6 +116,8 @@ pub struct Sender<W: Write + Send + 'static> {
     seen_pfns: Vec<u64>,
     to_compress: Option<Tx<Work>>,
     compress_thread: Option<JoinHandle<()>>,
+    /// The zstd stage's own thread, when it has one.
+    stage_thread: Option<JoinHandle<()>>,
     writer_thread: Option<JoinHandle<Option<W>>>,
     shared: Arc<Mutex<Shared>>,
 }
@@ -114,22 +140,44 @@ impl<W: Write + Send + 'static> Sender<W> {
                 opts.ring_pages, opts.limits.max_chunk_bytes
             )));
         }
+        check_format(opts, worst_chunk)?;
         let batch = BatchCompressor::new(codec, &opts.compress)?;
         let staging = StagingRing::with_pool(opts.ring_pages, SegmentPool::new(opts.ring_pages));
         let shared = Arc::new(Mutex::new(Shared {
             error: None,
             latencies: Latencies::default(),
-            stats: SendStats::default(),
+            stats: SendStats {
+                framing_bytes: Sink::<W>::framing_bytes(opts.format),
+                ..SendStats::default()
+            },
         }));
+        let (in_segments, on_thread) = match opts.zstd {
+            Some(z) if z.placement == ZstdPlacement::Segments => (Some(z.level), None),
+            Some(z) => (None, Some(z.level)),
+            None => (None, None),
+        };
+        // A zstd thread holds a chunk of its own while the others work.
+        let chunks = if on_thread.is_some() { 3 } else { 2 };
         let (to_compress, compress_rx) = bounded::<Work>(4);
-        let (to_write, write_rx) = bounded::<Out>(4);
-        let (chunk_back, chunk_pool) = bounded::<Chunk>(2);
-        for _ in 0..2 {
-            chunk_back.send(Chunk::new()).expect("room for two chunks");
+        let (to_write, from_compress) = bounded::<Out>(4);
+        let (chunk_back, chunk_pool) = bounded::<Chunk>(chunks);
+        for _ in 0..chunks {
+            chunk_back.send(Chunk::new()).expect("room for every chunk");
         }
+        let (stage_thread, write_rx) = match on_thread {
+            Some(level) => {
+                let (to_writer, from_stage) = bounded::<Out>(4);
+                let t = std::thread::Builder::new()
+                    .name("ckpt-zstd".into())
+                    .spawn(move || zstd_stage(from_compress, to_writer, level))
+                    .map_err(|e| SendError::ThreadPool(e.to_string()))?;
+                (Some(t), from_stage)
+            }
+            None => (None, from_compress),
+        };
         let compress_thread = std::thread::Builder::new()
             .name("ckpt-compress".into())
-            .spawn(move || compress_stage(batch, compress_rx, to_write, chunk_pool))
+            .spawn(move || compress_stage(batch, compress_rx, to_write, chunk_pool, in_segments))
             .map_err(|e| SendError::ThreadPool(e.to_string()))?;
         let header = StreamHeader {
             guest_pages,
@@ -138,9 +186,13 @@ impl<W: Write + Send + 'static> Sender<W> {
                 .unwrap_or_else(|| StreamHeader::new(guest_pages).stream_id),
         };
         let shared_w = shared.clone();
+        let (format, level) = (opts.format, opts.zstd.map(|z| z.level));
         let writer_thread = std::thread::Builder::new()
             .name("ckpt-write".into())
-            .spawn(move || write_stage(out, header, write_rx, chunk_back, shared_w))
+            .spawn(move || {
+                let sink = Sink::new(out, &header, format, level);
+                write_stage(sink, write_rx, chunk_back, shared_w)
+            })
             .map_err(|e| SendError::ThreadPool(e.to_string()))?;
         Ok(Sender {
             staging,
@@ -154,6 +206,7 @@ impl<W: Write + Send + 'static> Sender<W> {
             seen_pfns: Vec::new(),
             to_compress: Some(to_compress),
             compress_thread: Some(compress_thread),
+            stage_thread,
             writer_thread: Some(writer_thread),
             shared,
         })
@@ -400,6 +453,9 @@ impl<W: Write + Send + 'static> Sender<W> {
         if let Some(t) = self.compress_thread.take() {
             let _ = t.join();
         }
+        if let Some(t) = self.stage_thread.take() {
+            let _ = t.join();
+        }
         self.writer_thread
             .take()
             .and_then(|t| t.join().ok().flatten())
@@ -410,4 +466,33 @@ impl<W: Write + Send + 'static> Drop for Sender<W> {
     fn drop(&mut self) {
         self.join();
     }
+}
+
+/// Checks the format's options: a stage only for a record stream, a zstd
+/// level zstd has, and records that stay under 2^32 bytes.
+fn check_format(opts: &SenderOptions, worst_chunk: u64) -> Result<(), SendError> {
+    if opts.format == Format::Records {
+        let worst_record = 16 + 8 * opts.limits.max_checkpoint_entries + worst_chunk;
+        if worst_record > u32::MAX as u64 {
+            return Err(SendError::Options(format!(
+                "a record could reach {worst_record} bytes, above a record's 2^32 - 1 (lower max_checkpoint_entries or the ring)"
+            )));
+        }
+    }
+    let Some(z) = opts.zstd else { return Ok(()) };
+    if opts.format != Format::Records {
+        return Err(SendError::Options(
+            "the zstd stage needs the record stream format".into(),
+        ));
+    }
+    let levels = crate::stream::zstd_levels();
+    if !levels.contains(&z.level) {
+        return Err(SendError::Options(format!(
+            "zstd level {} is outside {}..={}",
+            z.level,
+            levels.start(),
+            levels.end()
+        )));
+    }
+    Ok(())
 }

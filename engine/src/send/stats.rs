@@ -45,8 +45,12 @@ pub struct SendStats {
     pub input_bytes: u64,
     /// Bytes written to the stream, framing included.
     pub output_bytes: u64,
-    /// Page-data bytes (compressed payloads, or raw pages in Format A).
+    /// Page-data bytes as written (compressed payloads after any zstd
+    /// stage, or raw pages in Format A).
     pub payload_bytes: u64,
+    /// Bytes of the page encodings in compressed chunks before any zstd
+    /// stage (without one, the compressed part of `payload_bytes`).
+    pub encoded_bytes: u64,
     /// How compressed pages were sent.
     pub counts: FormCounts,
     /// Pages sent uncompressed (Format A).
@@ -56,6 +60,10 @@ pub struct SendStats {
     pub uncompressed_output_bytes: u64,
     /// Total time the compression stage spent compressing.
     pub compress_time: Duration,
+    /// Time spent in the zstd stage, summed over the threads that ran it.
+    pub zstd_time: Duration,
+    /// Bytes of the stream outside every checkpoint: its header(s) and end.
+    pub framing_bytes: u64,
 }
 
 /// One latency distribution, in microseconds, one value per checkpoint.
@@ -109,6 +117,9 @@ pub struct Latencies {
     pub compress: Latency,
     /// Writing the checkpoint's frame.
     pub write: Latency,
+    /// The zstd stage's time for the checkpoint, summed over threads
+    /// (zero without the stage).
+    pub zstd: Latency,
     /// From `begin_checkpoint` until the trailer is written.
     pub checkpoint: Latency,
 }

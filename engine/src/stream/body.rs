@@ -31,6 +31,12 @@ pub struct ChunkSpan {
     pub end: usize,
     /// Data-carrying PFN entries seen before the chunk arrived.
     pub data_entries: u64,
+    /// PFN entries of any type seen before the chunk arrived.
+    pub entries: u64,
+    /// The chunk carries exactly the pages of the data-carrying entries
+    /// since the previous chunk, no fewer (a record stream's compressed
+    /// page record); a legacy chunk may carry fewer.
+    pub whole: bool,
 }
 
 /// One page's data as [`Body::walk_pages`] hands it out.
@@ -68,6 +74,9 @@ pub struct Body {
     pub payload: Vec<u8>,
     /// The COMPRESSED_DATA chunks, in order.
     pub chunks: Vec<ChunkSpan>,
+    /// Format A: the entries of each PFN batch (or PAGE_DATA record), in
+    /// order, so that a body can be written again as it was split.
+    pub batches: Vec<u32>,
     /// The toolstack's chunks, in order.
     pub toolstack: Vec<ToolstackChunk>,
     /// Whether the body carries ENABLE_COMPRESSION.
@@ -86,6 +95,7 @@ impl Body {
         self.batch_ends.clear();
         self.payload.clear();
         self.chunks.clear();
+        self.batches.clear();
         self.toolstack.clear();
         self.enables_compression = false;
         self.trailer = None;
@@ -125,6 +135,13 @@ impl Body {
                 let input = &self.payload[at..chunk.end];
                 at += page(k, self.data_pfns[k], PageAt::Encoded { input, offset })?.max(1);
                 k += 1;
+            }
+            if chunk.whole && (k as u64) < chunk.data_entries {
+                return Err(StreamError::MissingPages {
+                    offset: chunk.offset,
+                    entries: chunk.data_entries,
+                    pages: k as u64,
+                });
             }
         }
         if k != self.data_pfns.len() {

@@ -206,6 +206,9 @@ pub enum StreamError {
         /// The type.
         ty: i32,
     },
+    /// A rule only a record stream has (`docs/RECORDS.md`) was broken.
+    #[error(transparent)]
+    Record(#[from] super::records::RecordError),
 }
 
 impl From<StreamError> for io::Error {

@@ -19,19 +19,27 @@
 //! frame's CRC-32C, chained from the header's, so that any corruption is
 //! detected before a checkpoint is applied; the page digest ([`Digest`])
 //! covers what applying it produces.
+//!
+//! [`records`] holds the other wire format, the record stream of
+//! `docs/RECORDS.md` (Xen's migration stream version 3 with the project's
+//! own records), whose reader fills the same [`Body`]; [`Format`] names the
+//! two.
 
 mod body;
 mod digest;
 mod error;
+mod format;
 mod frame;
 mod header;
 mod limits;
 mod reader;
+pub mod records;
 mod writer;
 
 pub use body::{Body, ChunkSpan, PageAt, ToolstackChunk};
 pub use digest::{digest_key, page_fingerprint, Digest, DIGEST_KEY_SEED};
 pub use error::StreamError;
+pub use format::{zstd_levels, Format, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL};
 pub use frame::{EndFrame, FrameHead, Trailer, END_LEN, FRAME_HEAD_LEN, TRAILER_LEN};
 pub use header::{StreamHeader, HEADER_LEN, STREAM_MAGIC, STREAM_VERSION};
 pub use limits::Limits;

@@ -78,6 +78,17 @@ pub enum Event {
         /// Checkpoints in the stream.
         checkpoints: u64,
     },
+    /// A record of a record stream (`docs/RECORDS.md`).
+    Record {
+        /// Offset of its header.
+        offset: u64,
+        /// Its type.
+        ty: u32,
+        /// Its body length (without padding).
+        len: u32,
+        /// What it held.
+        info: super::records::RecordInfo,
+    },
 }
 
 /// Reads a checkpoint stream from any [`Read`].
@@ -363,6 +374,8 @@ impl<R: Read> StreamReader<R> {
                         start,
                         end: body.payload.len(),
                         data_entries: body.data_pfns.len() as u64,
+                        entries: body.entries.len() as u64,
+                        whole: false,
                     });
                     observe(&Event::Compressed { offset, len });
                 }
@@ -435,6 +448,7 @@ impl<R: Read> StreamReader<R> {
         }
         if !self.compressed {
             // Format A: the batch's page data follows it.
+            body.batches.push(n as u32);
             let len = data as u64 * PAGE_SIZE as u64;
             self.charge(charged, offset, len)?;
             self.append(&mut body.payload, len, "page data")?;
