@@ -3,7 +3,8 @@
 //! This file parses the command line and hands each subcommand to its
 //! module under `commands/`, which calls the engine or the lab and prints.
 //! Exit status: 0 success, 1 the job failed (a stream rejected, a
-//! verification failed), 2 bad usage.
+//! verification failed, a backup that does not hold the last checkpoint),
+//! 2 bad usage, 3 `recv` lost its primary (failover).
 
 mod commands;
 mod config;
@@ -39,6 +40,11 @@ enum Command {
     Inspect(commands::streams::InspectArgs),
     /// Record a live process's dirty pages into a trace, epoch by epoch.
     Record(commands::record::Args),
+    /// Replicate a trace or a live process to a backup (`ckpt recv`).
+    Send(commands::send::Args),
+    /// Be the backup: commit a primary's checkpoints to an image file.
+    #[cfg(unix)]
+    Recv(commands::recv::Args),
     /// Replay traces through the sender and the receiver, verified and measured.
     Bench(commands::bench::Args),
     /// Measure the send pipeline: thread scaling, staging cost, peak memory.
@@ -60,6 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(a) => commands::streams::restore(&ctx, a),
         Command::Inspect(a) => commands::streams::inspect(&ctx, a),
         Command::Record(a) => commands::record::run(&ctx, a),
+        Command::Send(a) => commands::send::run(&ctx, a),
+        #[cfg(unix)]
+        Command::Recv(a) => commands::recv::run(&ctx, a),
         Command::Bench(a) => commands::bench::run(&ctx, a),
         Command::BenchPipeline(a) => commands::pipeline::run(&ctx, a),
         Command::RssPart(a) => commands::pipeline::part(a),

@@ -74,6 +74,7 @@
 mod error;
 pub mod page;
 mod receive;
+pub mod replicate;
 mod send;
 pub mod stream;
 
@@ -83,8 +84,13 @@ pub mod lab;
 pub use ckpt_simd::{Codec, Kernel, Page, PAGE_SIZE};
 pub use error::SendError;
 pub use page::{PageBuf, PageType};
+#[cfg(unix)]
 pub use receive::{
-    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, SparseMemory,
+    journal_path, state_path, CommitStats, Discarded, Durability, DurableImage, ImageError,
+    Recovery,
+};
+pub use receive::{
+    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, Replica, SparseMemory,
 };
 pub use send::{
     ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,

@@ -8,7 +8,8 @@
 //! - [`replay`]: checkpoints from either, and the one loop that sends them;
 //! - [`bench`], [`kernels`], [`pipeline_bench`], [`conformance`]: the
 //!   measurements and the golden vectors ([`vectors`]) behind `ckpt`'s
-//!   commands; [`streams`] and [`demo`]: stream files and the built-in run.
+//!   commands; [`streams`] and [`demo`]: stream files and the built-in run;
+//! - [`replicate`]: sources fed to a replicating primary (`ckpt send`).
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod record;
 #[cfg(target_os = "linux")]
 pub mod record_session;
 pub mod replay;
+pub mod replicate;
 pub mod streams;
 pub mod synth;
 pub mod trace;
@@ -60,6 +62,12 @@ pub enum LabError {
     /// The receiver rejected a checkpoint.
     #[error(transparent)]
     Receive(#[from] ckpt_engine::ReceiveError),
+    /// Replication stopped.
+    #[error(transparent)]
+    Replicate(#[from] ckpt_engine::replicate::ReplicateError),
+    /// A backup's image could not be opened or created.
+    #[error(transparent)]
+    Image(#[from] ckpt_engine::ImageError),
     /// Recording a process failed.
     #[cfg(target_os = "linux")]
     #[error(transparent)]

@@ -279,6 +279,11 @@ impl Scenario {
     pub fn guest(&self) -> &SyntheticGuest {
         &self.guest
     }
+
+    /// Whether the first checkpoint (the whole memory) has been taken.
+    pub fn started(&self) -> bool {
+        !self.first
+    }
 }
 
 /// Collects entries with and without data into a checkpoint.

@@ -1,9 +1,26 @@
-//! `ckpt demo`: the README's first command.
+//! `ckpt demo`: the README's first command. A bundled trace replicated
+//! primary to backup over loopback through `ckpt send`'s and `ckpt
+//! recv`'s code, verified against the trace.
 
 use super::{Context, Tuning, Usage};
 use anyhow::Context as _;
+use ckpt_engine::Durability;
+use ckpt_lab::demo::{BackupMemory, DemoOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Where the demo's backup commits.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BackupArg {
+    /// An image file with a write-ahead journal (as `ckpt recv`).
+    Journal,
+    /// An image file, one fsync per checkpoint, journal retired every 64 MiB.
+    Grouped,
+    /// An image file written in place (not crash-consistent).
+    InPlace,
+    /// Memory only.
+    Memory,
+}
 
 /// Arguments of `ckpt demo`.
 #[derive(clap::Args)]
@@ -11,8 +28,22 @@ pub struct Args {
     /// Trace to replicate (default: the bundled redis trace).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Where the backup commits.
+    #[arg(long, value_enum, default_value = "journal")]
+    backup: BackupArg,
+    /// Checkpoint as fast as the backup acknowledges instead of at the
+    /// trace's epoch.
+    #[arg(long)]
+    as_fast_as_possible: bool,
+    /// Most checkpoints unacknowledged at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    window: u64,
     #[command(flatten)]
     tuning: Tuning,
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
 }
 
 /// Runs the demo and prints what a user wants to see first.
@@ -34,46 +65,88 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 ))
             })?,
     };
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let memory = match args.backup {
+        BackupArg::Journal => BackupMemory::Image(Durability::Journal),
+        BackupArg::Grouped => BackupMemory::Image(Durability::Grouped {
+            retire_bytes: 64 << 20,
+        }),
+        BackupArg::InPlace => BackupMemory::Image(Durability::InPlace),
+        BackupArg::Memory => BackupMemory::Memory,
+    };
+    let opts = DemoOptions {
+        sender: ctx.sender_options(&args.tuning, 1),
+        paced: !args.as_fast_as_possible,
+        window: args.window as usize,
+        memory,
+    };
     let r = ckpt_lab::demo::run(&trace, codec, &opts)
         .with_context(|| format!("replicating {}", trace.display()))?;
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let s = &r.sent;
+    let p = &r.drive.primary;
+    let s = &p.sent;
     println!(
-        "{} replicated primary -> backup over loopback TCP: kernel {}, {} compression thread(s)",
+        "{} replicated primary -> backup over loopback TCP: kernel {}, {} compression thread(s), window {}",
         trace.display(),
         codec.kernel(),
-        opts.compress.threads
+        opts.sender.compress.threads,
+        opts.window
     );
-    let later_in = (s.pages - s.uncompressed) * 4096;
-    let later_out = s.output_bytes - s.uncompressed_output_bytes;
+    match (r.epoch, opts.paced) {
+        (Some(e), true) => println!(
+            "paced at the trace's epoch, {:.1} ms; backup: {}",
+            e.as_secs_f64() * 1e3,
+            backup_text(args.backup)
+        ),
+        _ => println!("as fast as possible; backup: {}", backup_text(args.backup)),
+    }
     println!(
-        "{} checkpoints after the initial image ({} pages): {:.1} MiB of pages sent as {:.1} MiB ({:.1}x fewer bytes)",
-        s.checkpoints.saturating_sub(1),
-        s.pages - s.uncompressed,
-        mib(later_in),
-        mib(later_out),
-        later_in as f64 / later_out.max(1) as f64
+        "{} checkpoints, {} acknowledged, {:.1} per second; {} pages ({:.1} MiB) of a {}-page guest",
+        p.checkpoints,
+        p.acknowledged,
+        p.acknowledged as f64 / p.elapsed.as_secs_f64().max(1e-9),
+        s.pages,
+        mib(s.input_bytes),
+        r.guest_pages
+    );
+    let wire = p.wire_out + p.wire_in;
+    println!(
+        "on the wire: {:.1} MiB for {:.1} MiB of pages ({:.1}x fewer bytes); after the initial image: {:.1} MiB for {:.1} MiB ({:.1}x)",
+        mib(wire),
+        mib(s.input_bytes),
+        s.input_bytes as f64 / wire.max(1) as f64,
+        mib(wire - s.uncompressed_output_bytes),
+        mib(s.input_bytes - s.uncompressed * 4096),
+        (s.input_bytes - s.uncompressed * 4096) as f64
+            / (wire - s.uncompressed_output_bytes).max(1) as f64
     );
     println!(
-        "initial image: {} pages, {:.1} MiB uncompressed",
-        s.uncompressed,
-        mib(s.uncompressed_output_bytes)
+        "  stream {} bytes (page data {}, framing {}), heartbeats {} bytes, acknowledgements {} bytes",
+        s.output_bytes,
+        s.payload_bytes,
+        s.output_bytes - s.payload_bytes,
+        p.wire_out - s.output_bytes,
+        p.wire_in
     );
     println!(
-        "pages: {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA",
-        s.counts.full_miss, s.counts.full_raw, s.counts.empty, s.counts.delta
+        "pages: {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA, {} uncompressed (initial image)",
+        s.counts.full_miss, s.counts.full_raw, s.counts.empty, s.counts.delta, s.uncompressed
     );
     println!("latency per checkpoint:");
-    println!("{}", super::latency_row("stage", &r.latencies.stage));
+    println!("{}", super::latency_row("pause", &p.latencies.pause));
+    println!("{}", super::latency_row("ack", &p.latencies.ack));
+    println!("{}", super::latency_row("backup", &r.backup));
+    if let Some(c) = r.commit.as_ref().filter(|c| c.commits > 0) {
+        println!(
+            "backup commit: {:.1} KiB journal and {:.1} fsyncs per checkpoint",
+            c.journal_bytes as f64 / c.commits as f64 / 1024.0,
+            c.syncs as f64 / c.commits as f64
+        );
+        println!("{}", super::latency_row("commit", &c.commit));
+    }
+    let holds = r.holds;
     println!(
-        "{}",
-        super::latency_row("checkpoint", &r.latencies.checkpoint)
-    );
-    println!(
-        "backup committed {} checkpoints in {:.1} ms; wall {:.1} ms",
+        "backup committed {} checkpoints and holds {}; wall {:.1} ms",
         r.committed,
-        r.receive.as_secs_f64() * 1e3,
+        super::send::holds_text(holds),
         r.wall.as_secs_f64() * 1e3
     );
     println!(
@@ -84,9 +157,20 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             "MISMATCH"
         }
     );
-    Ok(if r.verified && r.committed == s.checkpoints {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if r.verified && p.in_sync && r.committed == p.acknowledged {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+fn backup_text(b: BackupArg) -> &'static str {
+    match b {
+        BackupArg::Journal => "an image file with a write-ahead journal",
+        BackupArg::Grouped => "an image file, one fsync per checkpoint",
+        BackupArg::InPlace => "an image file written in place",
+        BackupArg::Memory => "memory",
+    }
 }

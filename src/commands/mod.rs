@@ -10,6 +10,9 @@ pub mod kernels;
 pub mod pipeline;
 #[cfg(target_os = "linux")]
 pub mod record;
+#[cfg(unix)]
+pub mod recv;
+pub mod send;
 pub mod streams;
 
 use crate::config::{resolve_threads, Config};

@@ -8,11 +8,12 @@
 //!   "CKPT" reserved seq        a checkpoint: the legacy body, then the trailer
 //!       body                   PFN batches, COMPRESSED_DATA, toolstack chunks, 0
 //!       trailer (48 bytes)     seq, data pages, page digest, frame CRC-32C
+//!   "CKHB" reserved seq n CRC  a heartbeat, between checkpoints (no data)
 //!   "CKND" reserved count CRC  the end of the stream; nothing may follow
 //! ```
 //!
 //! Each part is a type that writes and reads itself ([`StreamHeader`],
-//! [`Trailer`], [`EndFrame`]); [`StreamWriter`] writes a whole stream and
+//! [`Trailer`], [`Heartbeat`], [`EndFrame`]); [`StreamWriter`] writes a whole stream and
 //! [`StreamReader`] reads one checkpoint at a time into a [`Body`], checking
 //! every rule of the format against the [`Limits`] before it allocates.
 //! Every byte of a frame, from its tag to its digest, is covered by the
@@ -25,6 +26,7 @@ mod digest;
 mod error;
 mod frame;
 mod header;
+mod heartbeat;
 mod limits;
 mod reader;
 mod writer;
@@ -34,6 +36,7 @@ pub use digest::{digest_key, page_fingerprint, Digest, DIGEST_KEY_SEED};
 pub use error::StreamError;
 pub use frame::{EndFrame, FrameHead, Trailer, END_LEN, FRAME_HEAD_LEN, TRAILER_LEN};
 pub use header::{StreamHeader, HEADER_LEN, STREAM_MAGIC, STREAM_VERSION};
+pub use heartbeat::{Heartbeat, HEARTBEAT_LEN, TAG_HEARTBEAT};
 pub use limits::Limits;
 pub(crate) use limits::TOOLSTACK_COST;
 pub use reader::{Event, StreamReader};
