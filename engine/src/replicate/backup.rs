@@ -80,7 +80,8 @@ pub enum BackupEvent<'a> {
         stream_id: u128,
         /// What was committed.
         info: &'a CheckpointInfo,
-        /// Receiving, verifying and committing it.
+        /// From its first byte to its commit: receiving, verifying and
+        /// committing it.
         took: Duration,
     },
     /// A heartbeat arrived and was answered.
@@ -324,10 +325,13 @@ impl<M: Replica> Backup<M> {
             reconnect,
         });
         loop {
-            let started = Instant::now();
+            let mut started = None;
             let mut reply_error = None;
             let mut heartbeats = Vec::new();
             let result = receiver.next_checkpoint_observed(&mut *image, &mut |e| {
+                if let Event::Checkpoint { .. } = e {
+                    started = Some(Instant::now());
+                }
                 if let Event::Heartbeat { heartbeat, .. } = e {
                     *last_heard = Some(Instant::now());
                     heartbeats.push(heartbeat.number);
@@ -345,7 +349,7 @@ impl<M: Replica> Backup<M> {
             match result {
                 Ok(Some(info)) => {
                     *last_heard = Some(Instant::now());
-                    let took = started.elapsed();
+                    let took = started.map_or(Duration::ZERO, |t| t.elapsed());
                     let ack = Reply::Ack {
                         seq: info.seq,
                         digest: info.digest,

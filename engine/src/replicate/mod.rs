@@ -24,3 +24,8 @@ pub use primary::{
     CheckpointKind, Delivery, Primary, PrimaryOptions, PrimaryReport, ReplicationLatencies,
 };
 pub use wire::{lineage, Refusal, Reply, REPLY_LEN};
+
+/// `docs/REPLICATION.md`, whose Rust example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/REPLICATION.md")]
+pub struct ReplicationDoc;

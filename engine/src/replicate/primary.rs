@@ -36,7 +36,11 @@ pub struct PrimaryOptions {
     /// The backup is lost when a checkpoint or heartbeat goes unanswered,
     /// or a write blocks, this long.
     pub timeout: Duration,
-    /// How long the primary tries to connect before it gives up.
+    /// How long the primary goes on trying to reach the backup before it
+    /// gives up, counted from when it last had a connection with an
+    /// acknowledgement (a connection that fails before its first
+    /// acknowledgement does not restart the count). Zero: it never
+    /// reconnects.
     pub reconnect_for: Duration,
     /// The high 64 bits of every stream id, kept across reconnects so the
     /// backup knows this primary; `None` draws a random one.
@@ -196,6 +200,12 @@ pub struct Primary {
     /// Figures of the connections already closed.
     done: PrimaryReport,
     started: Instant,
+    /// Since when no connection has had an acknowledgement: the
+    /// reconnect time counts from here, so that a backup that accepts
+    /// connections and drops them does not hold the primary for ever.
+    down_since: Option<Instant>,
+    /// When the last connection was made.
+    last_start: Option<Instant>,
 }
 
 impl Primary {
@@ -232,6 +242,8 @@ impl Primary {
             refused: None,
             done: PrimaryReport::default(),
             started: Instant::now(),
+            down_since: None,
+            last_start: None,
         };
         p.ensure_connected()?;
         Ok(p)
@@ -245,12 +257,6 @@ impl Primary {
     /// The current stream's id, while connected.
     pub fn stream_id(&self) -> Option<u128> {
         self.conn.as_ref().map(|c| c.stream_id)
-    }
-
-    fn broken(&self) -> Option<Broken> {
-        self.conn
-            .as_ref()
-            .and_then(|c| c.link.track.lock().broken.clone())
     }
 
     /// Closes the current connection: whatever it carried unacknowledged
@@ -283,30 +289,27 @@ impl Primary {
 
     /// Makes sure a healthy connection is up, reconnecting if needed.
     fn ensure_connected(&mut self) -> Result<(), ReplicateError> {
-        if self.conn.is_some() && self.broken().is_none() {
-            return Ok(());
+        if let Some(c) = &self.conn {
+            let st = c.link.track.lock();
+            if st.broken.is_none() {
+                if st.acked > 0 {
+                    self.down_since = None;
+                }
+                return Ok(());
+            }
         }
+        let first = self.conn.is_none() && self.done.connections == 0;
         self.drop_connection();
         if let Some(r) = self.refused {
             return Err(ReplicateError::Refused(r));
         }
-        let started = Instant::now();
+        let started = *self.down_since.get_or_insert_with(Instant::now);
         let deadline = started + self.opts.reconnect_for;
-        let mut last_error = String::from("not tried");
+        let mut last_error = String::from("the connection failed before an acknowledgement");
+        let mut tries = 0;
         loop {
-            for addr in self.addrs.clone() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let wait = self.opts.timeout.min(left).max(Duration::from_millis(10));
-                match TcpStream::connect_timeout(&addr, wait) {
-                    Ok(sock) => match self.start(sock) {
-                        Ok(()) => return Ok(()),
-                        Err(e) => last_error = e.to_string(),
-                    },
-                    Err(e) => last_error = e.to_string(),
-                }
-            }
             let now = Instant::now();
-            if now >= deadline {
+            if (tries > 0 || !first) && now >= deadline {
                 return Err(ReplicateError::BackupLost {
                     addr: self.addr_text.clone(),
                     waited: now - started,
@@ -319,7 +322,24 @@ impl Primary {
                     },
                 });
             }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
+            // A connection that just failed is not retried at once.
+            if let Some(t) = self.last_start {
+                let pause = Duration::from_millis(50).saturating_sub(t.elapsed());
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(now)));
+            }
+            tries += 1;
+            self.last_start = Some(Instant::now());
+            for addr in self.addrs.clone() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = self.opts.timeout.min(left).max(Duration::from_millis(10));
+                match TcpStream::connect_timeout(&addr, wait) {
+                    Ok(sock) => match self.start(sock) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last_error = e.to_string(),
+                    },
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
         }
     }
 
