@@ -175,13 +175,16 @@ struct Fault {
     flip: Option<u64>,
 }
 
+/// The bytes of a proxied connection: (primary -> backup, backup -> primary).
+type Seen = Arc<Mutex<(Vec<u8>, Vec<u8>)>>;
+
 /// A loopback proxy between primary and backup; the first connection
 /// suffers `fault`, later ones pass untouched.
 struct Proxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     /// Bytes of the first connection, each way.
-    seen: Arc<Mutex<(Vec<u8>, Vec<u8>)>>,
+    seen: Seen,
     connections: Arc<Mutex<u64>>,
 }
 
@@ -191,7 +194,7 @@ fn pump(
     budget: Option<u64>,
     flip: Option<u64>,
     both: [TcpStream; 2],
-    record: Option<(Arc<Mutex<(Vec<u8>, Vec<u8>)>>, bool)>,
+    record: Option<(Seen, bool)>,
 ) {
     let mut sent = 0u64;
     let mut buf = vec![0u8; 64 << 10];

@@ -69,6 +69,14 @@
 //! assert_eq!(memory.page(5), &[7u8; 4096]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Replicating
+//!
+//! [`replicate::Primary`] and [`replicate::Backup`] put a sender and a
+//! receiver on the two ends of a TCP connection, with acknowledgements,
+//! heartbeats, reconnects and failover; a [`DurableImage`] is a backup's
+//! crash-consistent image file. `docs/REPLICATION.md` describes them, with
+//! an example that runs as a test.
 #![deny(missing_docs)]
 
 mod error;

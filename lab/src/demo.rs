@@ -133,7 +133,7 @@ pub fn run(trace: &Path, codec: Codec, opts: &DemoOptions) -> Result<DemoReport,
     let image_path = dir.0.join("guest.img");
     let memory = opts.memory;
     enum Image {
-        File(DurableImage),
+        File(Box<DurableImage>),
         Memory(SparseMemory),
     }
     let backup = std::thread::spawn(move || -> Result<(Image, u64, Latency), LabError> {
@@ -147,7 +147,7 @@ pub fn run(trace: &Path, codec: Codec, opts: &DemoOptions) -> Result<DemoReport,
                 let mut image =
                     image.ok_or_else(|| LabError::Invalid("no stream arrived".into()))?;
                 image.sync_all()?;
-                Ok((Image::File(image), n, took))
+                Ok((Image::File(Box::new(image)), n, took))
             }
             BackupMemory::Memory => {
                 let create = Box::new(|pages| Ok(SparseMemory::new(pages)));
@@ -181,7 +181,7 @@ pub fn run(trace: &Path, codec: Codec, opts: &DemoOptions) -> Result<DemoReport,
         Image::File(m) => (
             m.holds(),
             Some(m.stats().clone()),
-            same_as_trace(m, &source),
+            same_as_trace(&**m, &source),
         ),
         Image::Memory(m) => (m.holds(), None, same_as_trace(m, &source)),
     };

@@ -757,8 +757,8 @@ impl GuestMemory for DurableImage {
     fn page_mut(&mut self, pfn: u64) -> &mut Page {
         assert!(pfn < self.guest_pages, "pfn checked by the caller");
         if self.durability == Durability::InPlace {
-            if !self.staging.slot_of.contains_key(&pfn) {
-                self.staging.slot_of.insert(pfn, 0);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.staging.slot_of.entry(pfn) {
+                e.insert(0);
                 self.staging.pfns.push(pfn);
             }
             return self.image.page_mut(pfn);
