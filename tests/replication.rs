@@ -362,9 +362,15 @@ fn cut_points() -> (Vec<(&'static str, Fault)>, Vec<u64>) {
     let (end, image, _, drove, proxy, last) =
         faulty_run(Fault::default(), false, Duration::from_secs(10));
     assert!(matches!(end, BackupEnd::Ended { .. }));
-    assert!(drove.unwrap().primary.in_sync);
+    let p = drove.unwrap().primary;
+    assert!(p.in_sync);
+    // On the wire: exactly the stream and the back channel's messages.
+    assert_eq!(p.wire_out, p.sent.output_bytes + 32 * p.heartbeats);
+    assert_eq!(p.wire_in, 40 * (p.acknowledged + p.heartbeat_replies));
     assert_eq!(image_digest(&image), last);
     let (stream, back) = proxy.seen.lock().unwrap().clone();
+    assert_eq!(stream.len() as u64, p.wire_out);
+    assert_eq!(back.len() as u64, p.wire_in);
     let mut events = Vec::new();
     let mut rx = Receiver::new(&stream[..], Limits::default(), Codec::best()).unwrap();
     let mut mem = SparseMemory::new(CUT_GUEST);

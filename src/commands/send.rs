@@ -116,7 +116,7 @@ pub fn print_report(r: &PrimaryReport) {
         r.acknowledged as f64 / secs
     );
     let s = &r.sent;
-    let heartbeat_bytes = r.wire_out - s.output_bytes;
+    let heartbeat_bytes = r.wire_out.saturating_sub(s.output_bytes);
     println!(
         "pages: {} ({:.1} MiB raw) -> {:.1} MiB on the wire ({:.1}x fewer bytes): stream {} bytes (page data {}, framing {}) + heartbeats {} bytes ({}); back: {} bytes of acknowledgements and replies",
         s.pages,

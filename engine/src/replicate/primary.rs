@@ -132,6 +132,8 @@ pub struct PrimaryReport {
     pub heartbeats: u64,
     /// Bytes read from the back channel: acknowledgements and replies.
     pub wire_in: u64,
+    /// Heartbeat replies received.
+    pub heartbeat_replies: u64,
     /// Latencies per checkpoint.
     pub latencies: ReplicationLatencies,
     /// Time since the primary started.
@@ -163,6 +165,7 @@ fn absorb(r: &mut PrimaryReport, link: &LinkShared, stats: &SendStats, lat: &Lat
     let st = link.track.lock();
     r.acknowledged += st.acked;
     r.wire_in += st.reply_bytes;
+    r.heartbeat_replies += st.heartbeat_replies;
     r.latencies.ack.merge(&st.ack);
     r.latencies.sent_to_ack.merge(&st.sent_to_ack);
 }
