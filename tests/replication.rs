@@ -1011,3 +1011,42 @@ fn the_backup_refuses_what_is_not_its_primarys_stream_and_keeps_its_image() {
     assert_eq!(image_digest(&img), g.digest());
     assert_eq!(img.holds().unwrap().stream_id >> 64, 0x0ddba11);
 }
+
+#[test]
+fn a_live_process_is_replicated_until_it_exits() {
+    let dir = TempDir::new("live");
+    let image = dir.0.join("guest.img");
+    let port = free_port();
+    let recv = Recv::start(port, &image, &[]);
+    let send = Command::new(CKPT)
+        .args(["send", "--to", &format!("127.0.0.1:{port}")])
+        .args([
+            "--epoch-ms",
+            "20",
+            "--guest-mib",
+            "64",
+            "--",
+            "sleep",
+            "0.4",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&send.stdout);
+    assert_eq!(send.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("the backup holds the last checkpoint"),
+        "{out}"
+    );
+    assert!(out.contains("capture"), "{out}");
+    let (code, recv_out, _) = recv.wait();
+    assert_eq!(code, Some(0), "{recv_out}");
+    let (seq, _) = holds_line(&recv_out);
+    assert!(seq >= 3, "{recv_out}");
+    let (img, _) = DurableImage::open(&image, Durability::Journal).unwrap();
+    assert_eq!(img.pages(), 64 * 256);
+    // The process's pages: not all zero.
+    assert_ne!(
+        image_digest(&img),
+        memory_digest(64 * 256, |_| &[0u8; PAGE_SIZE])
+    );
+}

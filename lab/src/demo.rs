@@ -160,6 +160,8 @@ pub fn run(trace: &Path, codec: Codec, opts: &DemoOptions) -> Result<DemoReport,
     let primary_opts = PrimaryOptions {
         sender,
         window: opts.window,
+        // A slow disk under the backup is not a lost backup.
+        timeout: Duration::from_secs(10),
         ..PrimaryOptions::new(guest_pages)
     };
     let pace = if opts.paced { epoch } else { None };

@@ -223,6 +223,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         live(ctx, &args, codec, threads)?
     };
     print_report(&report.primary);
+    if args.trace.is_none() {
+        // The process's own pause: stopped, scanned, resumed.
+        println!("{}", latency_line("capture", &report.capture));
+    }
     if report.late > 0 {
         println!(
             "{} checkpoints started more than an epoch late, waiting for an acknowledgement",
@@ -276,9 +280,7 @@ fn live(ctx: &Context, args: &Args, codec: Codec, threads: usize) -> anyhow::Res
         args.guest_mib
     );
     let mut source = LiveSource::new(target, args.children, epoch, guest_pages, codec);
-    let report = replicate(ctx, args, codec, &mut source, Some(epoch))?;
-    println!("{}", latency_line("capture", &report.capture));
-    Ok(report)
+    replicate(ctx, args, codec, &mut source, Some(epoch))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -307,12 +307,8 @@ impl<M: Replica> Backup<M> {
         let image = self.image.as_mut().expect("made above");
         if image.pages() != header.guest_pages {
             // The image was made after the handshake checked it.
-            let _ = reply.write_all(
-                &Reply::Refusal(Refusal::GuestSize {
-                    image_pages: image.pages(),
-                })
-                .to_bytes(seed),
-            );
+            let image_pages = image.pages();
+            refuse(&mut reply, Refusal::GuestSize { image_pages }, seed);
             return Ok(Outcome::Lost(format!(
                 "{peer}: stream for {} pages refused, the image has {}",
                 header.guest_pages,
@@ -402,9 +398,7 @@ impl<M: Replica> Backup<M> {
                 }
                 Err(e) => {
                     let seq = receiver_next_seq(&e, image.holds(), header.stream_id);
-                    let _ =
-                        reply.write_all(&Reply::Refusal(Refusal::Rejected { seq }).to_bytes(seed));
-                    let _ = reply.shutdown(Shutdown::Both);
+                    refuse(&mut reply, Refusal::Rejected { seq }, seed);
                     return Ok(Outcome::Lost(format!(
                         "{peer}: checkpoint {seq} rejected, image kept: {e}"
                     )));
@@ -412,6 +406,33 @@ impl<M: Replica> Backup<M> {
             }
         }
     }
+}
+
+/// Sends a refusal and closes the connection so that the primary reads it:
+/// the writing side first, then what the primary still sends is read and
+/// dropped for a moment, since closing with unread bytes would reset the
+/// connection and could lose the refusal on its way.
+fn refuse(sock: &mut TcpStream, refusal: Refusal, seed: u32) {
+    let _ = sock.write_all(&Reply::Refusal(refusal).to_bytes(seed));
+    let _ = sock.shutdown(Shutdown::Write);
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(50)));
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut sink = vec![0u8; 64 << 10];
+    while Instant::now() < until {
+        match std::io::Read::read(sock, &mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = sock.shutdown(Shutdown::Both);
 }
 
 /// The sequence number of the checkpoint a receive error concerns: the one
@@ -510,8 +531,7 @@ fn handshake(
     };
     let mut reply = reply;
     if let Some(r) = refusal {
-        let _ = reply.write_all(&Reply::Refusal(r).to_bytes(header.check()));
-        let _ = reply.shutdown(Shutdown::Both);
+        refuse(&mut reply, r, header.check());
         return Some(Arrival::Refused(peer, r.to_string()));
     }
     let reconnect = snap
