@@ -17,7 +17,7 @@ use ckpt_simd::Codec;
 use crossbeam_channel::{unbounded, Receiver as Rx, RecvTimeoutError, Sender as Tx};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -460,37 +460,47 @@ fn accept_loop(
     timeout: Duration,
     codec: Codec,
 ) {
+    let pending = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
-        let (sock, peer) = match listener.accept() {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            }
+        let Ok((sock, peer)) = listener.accept() else {
+            // Nothing to accept yet (or a transient failure): look again.
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
         };
-        let (snapshot, current, tx, limits, stop) = (
+        // Connections that send nothing must not pile up threads.
+        if pending.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
+            let _ = tx.send(Arrival::Refused(
+                peer,
+                format!("{MAX_HANDSHAKES} connections are already sending their headers"),
+            ));
+            continue;
+        }
+        pending.fetch_add(1, Ordering::SeqCst);
+        let (snapshot, current, tx, limits, stop, done) = (
             snapshot.clone(),
             current.clone(),
             tx.clone(),
             limits.clone(),
             stop.clone(),
+            pending.clone(),
         );
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("ckpt-handshake".into())
             .spawn(move || {
-                if let Some(a) = handshake(sock, peer, &snapshot, &current, limits, timeout, codec)
-                {
-                    if !stop.load(Ordering::SeqCst) {
-                        let _ = tx.send(a);
-                    }
+                let a = handshake(sock, peer, &snapshot, &current, limits, timeout, codec);
+                done.fetch_sub(1, Ordering::SeqCst);
+                if !stop.load(Ordering::SeqCst) {
+                    let _ = tx.send(a);
                 }
             });
+        if spawned.is_err() {
+            pending.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
+
+/// Most connections reading their header at once.
+const MAX_HANDSHAKES: usize = 16;
 
 /// Reads a new connection's header and decides whether to serve it.
 fn handshake(
@@ -501,7 +511,7 @@ fn handshake(
     limits: Limits,
     timeout: Duration,
     codec: Codec,
-) -> Option<Arrival> {
+) -> Arrival {
     let setup = || -> io::Result<TcpStream> {
         sock.set_nonblocking(false)?;
         sock.set_nodelay(true)?;
@@ -511,13 +521,13 @@ fn handshake(
     };
     let reply = match setup() {
         Ok(r) => r,
-        Err(e) => return Some(Arrival::Refused(peer, e.to_string())),
+        Err(e) => return Arrival::Refused(peer, e.to_string()),
     };
     let receiver = match Receiver::new(sock, limits, codec) {
         Ok(r) => r,
         Err(e) => {
             let _ = reply.shutdown(Shutdown::Both);
-            return Some(Arrival::Refused(peer, format!("not a stream: {e}")));
+            return Arrival::Refused(peer, format!("not a stream: {e}"));
         }
     };
     let header = *receiver.header();
@@ -532,7 +542,7 @@ fn handshake(
     let mut reply = reply;
     if let Some(r) = refusal {
         refuse(&mut reply, r, header.check());
-        return Some(Arrival::Refused(peer, r.to_string()));
+        return Arrival::Refused(peer, r.to_string());
     }
     let reconnect = snap
         .holds
@@ -540,7 +550,7 @@ fn handshake(
     // A primary that connects again has given up its old connection.
     let handle = match reply.try_clone() {
         Ok(h) => h,
-        Err(e) => return Some(Arrival::Refused(peer, e.to_string())),
+        Err(e) => return Arrival::Refused(peer, e.to_string()),
     };
     if let Some(old) = current
         .lock()
@@ -549,10 +559,10 @@ fn handshake(
     {
         let _ = old.shutdown(Shutdown::Both);
     }
-    Some(Arrival::Stream(Box::new(Incoming {
+    Arrival::Stream(Box::new(Incoming {
         receiver,
         reply,
         peer,
         reconnect,
-    })))
+    }))
 }
