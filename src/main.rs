@@ -3,9 +3,10 @@
 //! This file parses the command line and hands each subcommand to its
 //! module under `commands/`, which calls the engine or the lab and prints.
 //! Exit status: 0 success, 1 the job failed (a stream rejected, a
-//! verification or a checked goal failed, a file or process unusable), 2 bad
-//! usage. `commands` states the rest of the convention every subcommand
-//! follows.
+//! verification or a checked goal failed, a file or process unusable, a
+//! backup that does not hold the last checkpoint), 2 bad usage, 3 `recv`
+//! lost its primary (failover). `commands` states the rest of the
+//! convention every subcommand follows.
 
 mod commands;
 mod config;
@@ -47,6 +48,11 @@ enum Command {
     Convert(commands::convert::Args),
     /// Record a live process's dirty pages into a trace, epoch by epoch.
     Record(commands::record::Args),
+    /// Replicate a trace or a live process to a backup (`ckpt recv`).
+    Send(commands::send::Args),
+    /// Be the backup: commit a primary's checkpoints to an image file.
+    #[cfg(unix)]
+    Recv(commands::recv::Args),
     /// Replay traces through the sender and the receiver, verified and measured.
     Bench(commands::bench::Args),
     /// Measure the send pipeline: thread scaling, staging cost, peak memory.
@@ -69,6 +75,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => commands::streams::inspect(&ctx, a),
         Command::Convert(a) => commands::convert::run(&ctx, a),
         Command::Record(a) => commands::record::run(&ctx, a),
+        Command::Send(a) => commands::send::run(&ctx, a),
+        #[cfg(unix)]
+        Command::Recv(a) => commands::recv::run(&ctx, a),
         Command::Bench(a) => commands::bench::run(&ctx, a),
         Command::BenchPipeline(a) => commands::pipeline::run(&ctx, a),
         Command::RssPart(a) => commands::pipeline::part(a),

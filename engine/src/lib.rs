@@ -72,11 +72,20 @@
 //! assert_eq!(memory.page(5), &[7u8; 4096]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Replicating
+//!
+//! [`replicate::Primary`] and [`replicate::Backup`] put a sender and a
+//! receiver on the two ends of a TCP connection, with acknowledgements,
+//! heartbeats, reconnects and failover; a [`DurableImage`] is a backup's
+//! crash-consistent image file. `docs/REPLICATION.md` describes them, with
+//! an example that runs as a test.
 #![deny(missing_docs)]
 
 mod error;
 pub mod page;
 mod receive;
+pub mod replicate;
 mod send;
 pub mod stream;
 
@@ -89,8 +98,13 @@ pub use page::{PageBuf, PageType};
 pub use receive::extent;
 #[cfg(target_os = "linux")]
 pub use receive::ExtentMemory;
+#[cfg(unix)]
 pub use receive::{
-    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, SparseMemory,
+    journal_path, state_path, CommitStats, Discarded, Durability, DurableImage, ImageError,
+    Recovery,
+};
+pub use receive::{
+    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, Replica, SparseMemory,
     SuperpagePolicy, SuperpageReport,
 };
 pub use send::{

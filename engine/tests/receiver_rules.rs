@@ -2,7 +2,7 @@
 //! leaves guest memory exactly as the last complete checkpoint left it.
 
 use ckpt_engine::page::{entry, PageType};
-use ckpt_engine::stream::{Digest, EndFrame, StreamError, StreamHeader, Trailer};
+use ckpt_engine::stream::{Digest, EndFrame, Event, Heartbeat, StreamError, StreamHeader, Trailer};
 use ckpt_engine::{GuestMemory, Limits as ReceiverConfig, ReceiveError, Receiver, SparseMemory};
 use ckpt_simd::{encode_full, scalar, Codec, Page, MAX_ENCODED_LEN};
 
@@ -69,6 +69,10 @@ impl S {
         let frame_crc = crc32c::crc32c_append(HEADER.check(), &self.0[self.1..]);
         self.bytes(&t.to_bytes(frame_crc))
     }
+    fn heartbeat(self, next_seq: u64, number: u64) -> S {
+        let h = Heartbeat { next_seq, number }.to_bytes(HEADER.check());
+        self.bytes(&h)
+    }
     fn stream_end(self, n: u64) -> S {
         let end = EndFrame { checkpoints: n }.to_bytes(HEADER.check());
         self.bytes(&end)
@@ -81,7 +85,12 @@ fn normal(pfn: u64) -> u64 {
 
 /// Checkpoint 0: pfns 0..4 uncompressed (Format A), then ENABLE_COMPRESSION.
 fn checkpoint0() -> S {
-    let mut s = S::header()
+    checkpoint0_on(S::header())
+}
+
+/// Checkpoint 0 after what `s` holds.
+fn checkpoint0_on(s: S) -> S {
+    let mut s = s
         .frame(0)
         .batch(&[normal(0), normal(1), normal(2), normal(3)]);
     for k in 0..4u8 {
@@ -446,6 +455,47 @@ fn each_rule_broken_once() {
                 })
             )
         }),
+        (
+            "heartbeat with the wrong next sequence number",
+            valid_checkpoint1(base().heartbeat(2, 0)),
+            limits(),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadFrame { .. })),
+        ),
+        (
+            "heartbeat numbers with a gap",
+            valid_checkpoint1(base().heartbeat(1, 0).heartbeat(1, 2)),
+            limits(),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadFrame { .. })),
+        ),
+        (
+            "heartbeat of another stream",
+            valid_checkpoint1(
+                base().bytes(
+                    &Heartbeat {
+                        next_seq: 1,
+                        number: 0,
+                    }
+                    .to_bytes(HEADER.check() ^ 1),
+                ),
+            ),
+            limits(),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BadFrame { .. })),
+        ),
+        (
+            "heartbeat inside a checkpoint frame",
+            base().frame(1).heartbeat(1, 0),
+            limits(),
+            |e| matches!(e, ReceiveError::Stream(StreamError::BatchTooLarge { .. })),
+        ),
+        (
+            "heartbeat cut short",
+            S(
+                base().heartbeat(1, 0).0[..checkpoint0().0.len() + 20].to_vec(),
+                0,
+            ),
+            limits(),
+            |e| matches!(e, ReceiveError::Stream(StreamError::Truncated { .. })),
+        ),
         ("unknown frame", base().bytes(b"XXXX"), limits(), |e| {
             matches!(e, ReceiveError::Stream(StreamError::UnknownFrame { .. }))
         }),
@@ -477,6 +527,50 @@ fn each_rule_broken_once() {
         });
     }
     assert!(kinds.len() >= 18, "{} distinct errors", kinds.len());
+}
+
+#[test]
+fn heartbeats_between_checkpoints_are_checked_and_reported() {
+    let bytes = valid_checkpoint1(checkpoint0().heartbeat(1, 0).heartbeat(1, 1))
+        .heartbeat(2, 2)
+        .stream_end(2)
+        .0;
+    // Heartbeats before the first checkpoint too.
+    let shifted = valid_checkpoint1(
+        checkpoint0_on(S::header().heartbeat(0, 0))
+            .heartbeat(1, 1)
+            .heartbeat(1, 2),
+    )
+    .heartbeat(2, 3)
+    .stream_end(2)
+    .0;
+    for (stream, beats) in [
+        (bytes, vec![(1, 0), (1, 1), (2, 2)]),
+        (shifted, vec![(0, 0), (1, 1), (1, 2), (2, 3)]),
+    ] {
+        let mut rx = Receiver::new(&stream[..], limits(), Codec::best()).unwrap();
+        let mut mem = SparseMemory::new(GUEST);
+        let mut seen = Vec::new();
+        let mut observe = |e: &Event| {
+            if let Event::Heartbeat { heartbeat, .. } = e {
+                seen.push((heartbeat.next_seq, heartbeat.number));
+            }
+        };
+        let mut n = 0;
+        while rx
+            .next_checkpoint_observed(&mut mem, &mut observe)
+            .unwrap()
+            .is_some()
+        {
+            n += 1;
+        }
+        assert_eq!(n, 2);
+        assert_eq!(seen, beats);
+        let (_, pages) = payload1();
+        for (pfn, p) in pages {
+            assert_eq!(mem.page(pfn)[..], p[..]);
+        }
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //!   `restore_bench` (Linux): restore and read speed per superpage policy;
 //!   [`convert`]: a stream rewritten in another wire format.
 //! - [`figures`]: how a ratio, a percentile, a rate and a goal are stated.
+//! - [`replicate`]: sources fed to a replicating primary (`ckpt send`).
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod record;
 #[cfg(target_os = "linux")]
 pub mod record_session;
 pub mod replay;
+pub mod replicate;
 #[cfg(target_os = "linux")]
 pub mod restore_bench;
 pub mod streams;
@@ -71,6 +73,12 @@ pub enum LabError {
     /// The receiver rejected a checkpoint.
     #[error(transparent)]
     Receive(#[from] ckpt_engine::ReceiveError),
+    /// Replication stopped.
+    #[error(transparent)]
+    Replicate(#[from] ckpt_engine::replicate::ReplicateError),
+    /// A backup's image could not be opened or created.
+    #[error(transparent)]
+    Image(#[from] ckpt_engine::ImageError),
     /// Recording a process failed.
     #[cfg(target_os = "linux")]
     #[error(transparent)]

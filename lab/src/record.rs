@@ -399,9 +399,32 @@ struct Run {
     pfns: Vec<u32>,
 }
 
-/// Records a process tree into a trace.
-pub struct Recorder {
-    writer: TraceWriter<BufWriter<File>>,
+/// Where a recorder's epochs go: a trace file, or a replicating primary.
+pub trait EpochSink {
+    /// One epoch's changed pages in PFN order, and the target's pause and
+    /// run times.
+    fn epoch(
+        &mut self,
+        pages: &[(u64, PageType, &Page)],
+        pause_ns: u64,
+        run_ns: u64,
+    ) -> Result<(), RecordError>;
+}
+
+impl<W: std::io::Write + std::io::Seek> EpochSink for TraceWriter<W> {
+    fn epoch(
+        &mut self,
+        pages: &[(u64, PageType, &Page)],
+        pause_ns: u64,
+        run_ns: u64,
+    ) -> Result<(), RecordError> {
+        Ok(TraceWriter::epoch(self, pages, pause_ns, run_ns)?)
+    }
+}
+
+/// Records a process tree into a trace (or another [`EpochSink`]).
+pub struct Recorder<S: EpochSink = TraceWriter<BufWriter<File>>> {
+    writer: S,
     codec: Codec,
     /// Fingerprint of every page as last recorded, by PFN (a page never
     /// recorded counts as zero): the scan compares these, not the copies,
@@ -501,9 +524,9 @@ const BLOCK_PAGES: usize = 256;
 /// Pages a [`Found`] arena keeps ready beyond the last epoch's (8 MiB).
 const SPARE_PAGES: usize = 2048;
 
-impl Recorder {
+impl<S: EpochSink> Recorder<S> {
     /// A recorder writing to `writer`, comparing with `codec`'s kernel.
-    pub fn new(writer: TraceWriter<BufWriter<File>>, codec: Codec, threads: usize) -> Recorder {
+    pub fn new(writer: S, codec: Codec, threads: usize) -> Recorder<S> {
         let key = FingerprintKey::random();
         let zero_print = codec.fingerprint(&ZERO, &key);
         Recorder {
@@ -742,6 +765,19 @@ impl Recorder {
         }))
     }
 
+    /// Forgets what was recorded: the next epoch holds every non-zero
+    /// page, as the first did (a replicating primary's full checkpoint).
+    pub fn restart(&mut self) {
+        self.prints.clear();
+    }
+
+    /// The sink.
+    pub fn sink(&mut self) -> &mut S {
+        &mut self.writer
+    }
+}
+
+impl Recorder<TraceWriter<BufWriter<File>>> {
     /// Ends the trace.
     pub fn finish(self) -> Result<(), RecordError> {
         self.writer.finish()?;

@@ -115,9 +115,43 @@ impl RecordReport {
     }
 }
 
-struct Target {
+/// The process a recording or a replication checkpoints: one it started
+/// (ended with its descendants when dropped) or one it attached to.
+pub struct Target {
     pid: i32,
     child: Option<Child>,
+}
+
+impl Target {
+    /// Starts `command` (program and arguments).
+    pub fn start(command: &[String]) -> Result<Target, LabError> {
+        let (cmd, rest) = command
+            .split_first()
+            .ok_or_else(|| LabError::Invalid("give a command after -- or --pid".into()))?;
+        let child = Command::new(cmd)
+            .args(rest)
+            .spawn()
+            .map_err(|source| RecordError::Spawn {
+                command: cmd.clone(),
+                source,
+            })?;
+        Ok(Target {
+            pid: child.id() as i32,
+            child: Some(child),
+        })
+    }
+
+    /// Attaches to a running process, which is left running; refuses one
+    /// that does not exist or cannot be recorded ([`check_target`]).
+    pub fn attach(pid: i32) -> Result<Target, LabError> {
+        check_target(pid)?;
+        Ok(Target { pid, child: None })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
 }
 
 impl Drop for Target {
@@ -148,28 +182,8 @@ pub fn record(
     // process between a stop and the matching resume.
     let signals = StopSignals::catch()?;
     let target = match args.pid {
-        Some(pid) => {
-            check_target(pid)?;
-            Target { pid, child: None }
-        }
-        None => {
-            let (cmd, rest) = args
-                .command
-                .split_first()
-                .ok_or_else(|| LabError::Invalid("give a command after -- or --pid".into()))?;
-            let child =
-                Command::new(cmd)
-                    .args(rest)
-                    .spawn()
-                    .map_err(|source| RecordError::Spawn {
-                        command: cmd.clone(),
-                        source,
-                    })?;
-            Target {
-                pid: child.id() as i32,
-                child: Some(child),
-            }
-        }
+        Some(pid) => Target::attach(pid)?,
+        None => Target::start(&args.command)?,
     };
     let meta = serde_json::json!({
         "workload": args.name,

@@ -4,6 +4,7 @@
 use crate::trace::{TraceError, TraceReader};
 use crate::LabError;
 use ckpt_engine::{PageBuf, PageType, SendError, Sender};
+use ckpt_simd::Page;
 use std::io::{Read, Write};
 
 /// One checkpoint.
@@ -35,6 +36,34 @@ pub trait Source {
     fn guest_pages(&self) -> u64;
     /// The next checkpoint, or `None` after the last.
     fn next_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError>;
+    /// Every non-zero page of the guest as it is now, as one checkpoint
+    /// (what a replicating primary sends first on a new stream); before
+    /// the first checkpoint, the first. `None` once nothing can be had.
+    fn full_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
+        Err(LabError::Invalid(
+            "this source cannot give a full checkpoint".into(),
+        ))
+    }
+}
+
+/// A checkpoint of every non-zero page `page(pfn)` gives for PFNs below
+/// `guest_pages`, sent as normal pages; it enables compression.
+pub fn full_from<'a>(guest_pages: u64, page: impl Fn(u64) -> Option<&'a Page>) -> Checkpoint {
+    static ZERO: Page = [0u8; ckpt_simd::PAGE_SIZE];
+    let pfns: Vec<u64> = (0..guest_pages)
+        .filter(|&p| page(p).is_some_and(|c| c != &ZERO))
+        .collect();
+    let mut pages = PageBuf::arena(pfns.len());
+    for (slot, &pfn) in pages.iter_mut().zip(&pfns) {
+        slot.0 = *page(pfn).expect("filtered above");
+    }
+    Checkpoint {
+        entries: pfns.iter().map(|&p| (p, PageType::Normal)).collect(),
+        pages,
+        previous: None,
+        toolstack: Vec::new(),
+        enable_compression: true,
+    }
 }
 
 /// A trace's epochs as checkpoints: the first (the initial image) goes
@@ -59,6 +88,14 @@ impl<R: Read> TraceSource<R> {
     /// The trace reader (metadata, recorded memory).
     pub fn reader(&self) -> &TraceReader<R> {
         &self.reader
+    }
+
+    /// The epoch the trace was recorded at (its metadata's `epoch_ms`).
+    pub fn epoch(&self) -> Option<std::time::Duration> {
+        let meta: serde_json::Value = serde_json::from_str(self.reader.meta()).ok()?;
+        let ms = meta.get("epoch_ms")?.as_f64()?;
+        (ms.is_finite() && ms > 0.0 && ms < 3.6e6)
+            .then(|| std::time::Duration::from_secs_f64(ms / 1e3))
     }
 }
 
@@ -96,6 +133,16 @@ impl<R: Read> Source for TraceSource<R> {
             toolstack: Vec::new(),
             enable_compression: std::mem::take(&mut self.first),
         }))
+    }
+
+    fn full_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
+        if self.first {
+            return self.next_checkpoint();
+        }
+        let memory = self.reader.memory();
+        Ok(Some(full_from(self.reader.guest_pages(), |p| {
+            memory.get(p)
+        })))
     }
 }
 

@@ -135,6 +135,10 @@ pub fn event_line(e: &Event) -> String {
             "{offset:>12}    trailer: {} pages, digest {:032x}",
             trailer.data_pages, trailer.digest
         ),
+        Event::Heartbeat { offset, heartbeat } => format!(
+            "{offset:>12}  heartbeat {} (before checkpoint {})",
+            heartbeat.number, heartbeat.next_seq
+        ),
         Event::End {
             offset,
             checkpoints,

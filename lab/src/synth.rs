@@ -4,7 +4,7 @@
 //! densities. Used by the kernel benchmarks, the stream tests and `ckpt compress` without a trace; recorded
 //! traces of real programs are the benchmark of record.
 
-use crate::replay::{Checkpoint, Source};
+use crate::replay::{full_from, Checkpoint, Source};
 use crate::LabError;
 use ckpt_engine::{PageBuf, PageType};
 use ckpt_simd::{Page, PAGE_SIZE, WORDS_PER_PAGE};
@@ -295,6 +295,11 @@ impl Scenario {
     pub fn guest(&self) -> &SyntheticGuest {
         &self.guest
     }
+
+    /// Whether the first checkpoint (the whole memory) has been taken.
+    pub fn started(&self) -> bool {
+        !self.first
+    }
 }
 
 /// Collects entries with and without data into a checkpoint.
@@ -385,5 +390,13 @@ impl Source for Scenario {
 
     fn next_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
         Ok(self.next())
+    }
+
+    fn full_checkpoint(&mut self) -> Result<Option<Checkpoint>, LabError> {
+        if !self.started() {
+            return Ok(self.next());
+        }
+        let guest = self.guest();
+        Ok(Some(full_from(guest.pages(), |p| Some(guest.page(p)))))
     }
 }

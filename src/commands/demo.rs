@@ -1,13 +1,30 @@
-//! `ckpt demo`: the README's first command.
+//! `ckpt demo`: the README's first command. A bundled trace replicated
+//! primary to backup over loopback through `ckpt send`'s and `ckpt
+//! recv`'s code, verified against the trace.
 
-use super::output::{self, size, Out};
+use super::output::{self, Out};
 use super::{Context, Tuning};
 use anyhow::Context as _;
-use ckpt_lab::figures::{Quantiles, Ratios};
+use ckpt_engine::Durability;
+use ckpt_lab::demo::{BackupMemory, DemoOptions};
+use ckpt_lab::figures::Quantiles;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Where the demo's backup commits.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BackupArg {
+    /// An image file with a write-ahead journal (as `ckpt recv`).
+    Journal,
+    /// An image file, one fsync per checkpoint, journal retired every 64 MiB.
+    Grouped,
+    /// An image file written in place (not crash-consistent).
+    InPlace,
+    /// Memory only.
+    Memory,
+}
 
 /// Arguments of `ckpt demo`.
 #[derive(clap::Args)]
@@ -15,6 +32,16 @@ pub struct Args {
     /// Trace to replicate (default: the bundled redis trace).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Where the backup commits.
+    #[arg(long, value_enum, default_value = "journal")]
+    backup: BackupArg,
+    /// Checkpoint as fast as the backup acknowledges instead of at the
+    /// trace's epoch.
+    #[arg(long)]
+    as_fast_as_possible: bool,
+    /// Most checkpoints unacknowledged at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    window: u64,
     /// Print the figures as one JSON document.
     #[arg(long)]
     json: bool,
@@ -28,20 +55,26 @@ struct Document {
     trace: String,
     kernel: String,
     threads: usize,
+    window: usize,
+    paced: bool,
+    backup: &'static str,
     checkpoints: u64,
-    initial_image_pages: u64,
+    acknowledged: u64,
     pages: u64,
-    full_miss_pages: u64,
-    full_raw_pages: u64,
-    empty_pages: u64,
-    delta_pages: u64,
-    ratios: Ratios,
-    stage_ms: Quantiles,
-    checkpoint_ms: Quantiles,
+    page_bytes: u64,
+    wire_bytes_out: u64,
+    wire_bytes_in: u64,
+    stream_bytes: u64,
+    wire_exact: bool,
+    ratio_on_the_wire: f64,
+    pause_ms: Quantiles,
+    ack_ms: Quantiles,
     committed: u64,
-    receive_ms: f64,
-    wall_ms: f64,
     verified: bool,
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
 }
 
 /// Runs the demo and prints what a user wants to see first.
@@ -51,87 +84,147 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         Some(t) => t,
         None => super::redis_trace()?,
     };
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let memory = match args.backup {
+        BackupArg::Journal => BackupMemory::Image(Durability::Journal),
+        BackupArg::Grouped => BackupMemory::Image(Durability::Grouped {
+            retire_bytes: 64 << 20,
+        }),
+        BackupArg::InPlace => BackupMemory::Image(Durability::InPlace),
+        BackupArg::Memory => BackupMemory::Memory,
+    };
+    let opts = DemoOptions {
+        sender: ctx.sender_options(&args.tuning, 1),
+        paced: !args.as_fast_as_possible,
+        window: args.window as usize,
+        memory,
+    };
     let bar = ctx.progress(None, "demo");
     bar.set_message(format!("replicating {}", trace.display()));
     let r = ckpt_lab::demo::run(&trace, codec, &opts)
         .with_context(|| format!("cannot replicate {}", trace.display()))?;
     bar.finish_and_clear();
-    let s = &r.sent;
-    let ratios = Ratios::of_stream(s);
-    let ok = r.verified && r.committed == s.checkpoints;
-    let code = if ok {
+    let p = &r.drive.primary;
+    let s = &p.sent;
+    // The bytes on the wire are exactly the stream, the heartbeats and the
+    // back channel's messages.
+    let exact = p.wire_out == s.output_bytes + 32 * p.heartbeats
+        && p.wire_in == 40 * (p.acknowledged + p.heartbeat_replies);
+    let code = if r.verified && exact && p.in_sync && r.committed == p.acknowledged {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     };
     let mut out = Out::new();
     if args.json {
+        let wire = p.wire_out + p.wire_in;
         output::json(
             &mut out,
             &Document {
                 trace: trace.display().to_string(),
                 kernel: codec.kernel().name().into(),
-                threads: opts.compress.threads,
-                checkpoints: s.checkpoints,
-                initial_image_pages: s.uncompressed,
+                threads: opts.sender.compress.threads,
+                window: opts.window,
+                paced: opts.paced,
+                backup: backup_text(args.backup),
+                checkpoints: p.checkpoints,
+                acknowledged: p.acknowledged,
                 pages: s.pages,
-                full_miss_pages: s.counts.full_miss,
-                full_raw_pages: s.counts.full_raw,
-                empty_pages: s.counts.empty,
-                delta_pages: s.counts.delta,
-                ratios,
-                stage_ms: Quantiles::of_latency(&r.latencies.stage),
-                checkpoint_ms: Quantiles::of_latency(&r.latencies.checkpoint),
+                page_bytes: s.input_bytes,
+                wire_bytes_out: p.wire_out,
+                wire_bytes_in: p.wire_in,
+                stream_bytes: s.output_bytes,
+                wire_exact: exact,
+                ratio_on_the_wire: s.input_bytes as f64 / wire.max(1) as f64,
+                pause_ms: Quantiles::of_latency(&p.latencies.pause),
+                ack_ms: Quantiles::of_latency(&p.latencies.ack),
                 committed: r.committed,
-                receive_ms: r.receive.as_secs_f64() * 1e3,
-                wall_ms: r.wall.as_secs_f64() * 1e3,
                 verified: r.verified,
             },
         )?;
         return Ok(code);
     }
-    writeln!(
-        out,
-        "{} replicated primary -> backup over loopback TCP: kernel {}, {} compression thread(s)",
+    writeln!(out, "{} replicated primary -> backup over loopback TCP: kernel {}, {} compression thread(s), window {}",
         trace.display(),
         codec.kernel(),
-        opts.compress.threads
+        opts.sender.compress.threads,
+        opts.window
     )?;
-    writeln!(
-        out,
-        "{} checkpoints after the initial image ({} pages): {} of pages sent as {}: ratio {:.2}",
-        s.checkpoints.saturating_sub(1),
-        s.pages - s.uncompressed,
-        size(ratios.checkpoint_input_bytes),
-        size(ratios.checkpoint_output_bytes),
-        ratios.ratio
-    )?;
-    writeln!(
-        out,
-        "with the initial image ({} pages, sent uncompressed): {} of pages sent as {}: ratio {:.2}",
-        s.uncompressed,
-        size(ratios.total_input_bytes),
-        size(ratios.total_output_bytes),
-        ratios.ratio_with_initial_image
-    )?;
-    writeln!(
-        out,
-        "pages after the initial image: {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA",
-        s.counts.full_miss, s.counts.full_raw, s.counts.empty, s.counts.delta
-    )?;
-    writeln!(out, "latency per checkpoint, the initial image included:")?;
-    for (name, l) in [
-        ("stage", &r.latencies.stage),
-        ("checkpoint", &r.latencies.checkpoint),
-    ] {
-        writeln!(out, "{}", super::latency_row(name, l))?;
+    match (r.epoch, opts.paced) {
+        (Some(e), true) => writeln!(
+            out,
+            "paced at the trace's epoch, {:.1} ms; backup: {}",
+            e.as_secs_f64() * 1e3,
+            backup_text(args.backup)
+        )?,
+        _ => writeln!(
+            out,
+            "as fast as possible; backup: {}",
+            backup_text(args.backup)
+        )?,
     }
+    writeln!(out, "{} checkpoints, {} acknowledged, {:.1} per second; {} pages ({:.1} MiB) of a {}-page guest",
+        p.checkpoints,
+        p.acknowledged,
+        p.acknowledged as f64 / p.elapsed.as_secs_f64().max(1e-9),
+        s.pages,
+        mib(s.input_bytes),
+        r.guest_pages
+    )?;
+    let wire = p.wire_out + p.wire_in;
+    writeln!(out, "on the wire: {:.1} MiB for {:.1} MiB of pages ({:.1}x fewer bytes); after the initial image: {:.1} MiB for {:.1} MiB ({:.1}x)",
+        mib(wire),
+        mib(s.input_bytes),
+        s.input_bytes as f64 / wire.max(1) as f64,
+        mib(wire - s.uncompressed_output_bytes),
+        mib(s.input_bytes - s.uncompressed * 4096),
+        (s.input_bytes - s.uncompressed * 4096) as f64
+            / (wire - s.uncompressed_output_bytes).max(1) as f64
+    )?;
+    writeln!(out, "  stream {} bytes (page data {}, framing {}), heartbeats {} bytes, acknowledgements {} bytes",
+        s.output_bytes,
+        s.payload_bytes,
+        s.output_bytes - s.payload_bytes,
+        p.wire_out.saturating_sub(s.output_bytes),
+        p.wire_in
+    )?;
     writeln!(
         out,
-        "backup committed {} checkpoints in {:.1} ms; wall {:.1} ms",
+        "  = stream + {} heartbeats x 32 + ({} acknowledgements + {} heartbeat replies) x 40: {}",
+        p.heartbeats,
+        p.acknowledged,
+        p.heartbeat_replies,
+        if exact { "exact" } else { "MISMATCH" }
+    )?;
+    writeln!(out, "pages: {} FULL (cache miss), {} FULL (page tables), {} EMPTY, {} DELTA, {} uncompressed (initial image)",
+        s.counts.full_miss, s.counts.full_raw, s.counts.empty, s.counts.delta, s.uncompressed
+    )?;
+    writeln!(out, "latency per checkpoint:")?;
+    writeln!(out, "{}", super::latency_row("pause", &p.latencies.pause))?;
+    writeln!(out, "{}", super::latency_row("ack", &p.latencies.ack))?;
+    writeln!(out, "{}", super::latency_row("backup", &r.backup))?;
+    if let Some(c) = r.commit.as_ref().filter(|c| c.commits > 0) {
+        writeln!(
+            out,
+            "backup commit: {:.1} KiB journal and {:.1} fsyncs per checkpoint",
+            c.journal_bytes as f64 / c.commits as f64 / 1024.0,
+            c.syncs as f64 / c.commits as f64
+        )?;
+        writeln!(out, "{}", super::latency_row("commit", &c.commit))?;
+        writeln!(out, "{}", super::send::latency_line("retire", &c.settle))?;
+    }
+    if r.drive.late > 0 {
+        writeln!(
+            out,
+            "{} checkpoints started more than an epoch late, waiting for an acknowledgement",
+            r.drive.late
+        )?;
+    }
+    let holds = r.holds;
+    writeln!(
+        out,
+        "backup committed {} checkpoints and holds {}; wall {:.1} ms",
         r.committed,
-        r.receive.as_secs_f64() * 1e3,
+        super::send::holds_text(holds),
         r.wall.as_secs_f64() * 1e3
     )?;
     writeln!(
@@ -144,4 +237,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
     )?;
     Ok(code)
+}
+
+fn backup_text(b: BackupArg) -> &'static str {
+    match b {
+        BackupArg::Journal => "an image file with a write-ahead journal",
+        BackupArg::Grouped => "an image file, one fsync per checkpoint",
+        BackupArg::InPlace => "an image file written in place",
+        BackupArg::Memory => "memory",
+    }
 }

@@ -27,6 +27,9 @@ pub mod output;
 pub mod pipeline;
 #[cfg(target_os = "linux")]
 pub mod record;
+#[cfg(unix)]
+pub mod recv;
+pub mod send;
 pub mod streams;
 
 use crate::config::{resolve_threads, Config};

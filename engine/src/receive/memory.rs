@@ -53,9 +53,15 @@ pub trait GuestMemory {
 }
 
 /// In-memory guest memory that stores only pages ever written.
+///
+/// As a [`crate::Replica`], it follows the rule of `docs/REPLICATION.md`
+/// that checkpoint 0 of a stream describes the whole guest: committing it
+/// drops every page the earlier stream left.
 pub struct SparseMemory {
     pages: u64,
     map: HashMap<u64, Box<PageBuf>>,
+    /// The checkpoint last committed.
+    pub(super) holds: Option<Commit>,
 }
 
 const ZERO: Page = [0u8; PAGE_SIZE];
@@ -66,6 +72,7 @@ impl SparseMemory {
         SparseMemory {
             pages,
             map: HashMap::new(),
+            holds: None,
         }
     }
 
@@ -91,6 +98,19 @@ impl GuestMemory for SparseMemory {
             .entry(pfn)
             .or_insert_with(|| Box::new(PageBuf([0; PAGE_SIZE])))
             .0
+    }
+
+    fn begin_commit(&mut self, commit: &Commit) -> io::Result<()> {
+        if commit.seq == 0 {
+            // A stream's first checkpoint describes the whole guest.
+            self.map.clear();
+        }
+        Ok(())
+    }
+
+    fn end_commit(&mut self, commit: &Commit) -> io::Result<()> {
+        self.holds = Some(*commit);
+        Ok(())
     }
 }
 
@@ -148,6 +168,13 @@ impl GuestMemory for ImageFile {
     }
 
     fn end_commit(&mut self, _commit: &Commit) -> io::Result<()> {
+        self.map.flush()
+    }
+}
+
+impl ImageFile {
+    /// Writes the mapping's changed pages to the file and waits for them.
+    pub(super) fn sync(&self) -> io::Result<()> {
         self.map.flush()
     }
 }

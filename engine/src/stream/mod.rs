@@ -8,11 +8,12 @@
 //!   "CKPT" reserved seq        a checkpoint: the legacy body, then the trailer
 //!       body                   PFN batches, COMPRESSED_DATA, toolstack chunks, 0
 //!       trailer (48 bytes)     seq, data pages, page digest, frame CRC-32C
+//!   "CKHB" reserved seq n CRC  a heartbeat, between checkpoints (no data)
 //!   "CKND" reserved count CRC  the end of the stream; nothing may follow
 //! ```
 //!
 //! Each part is a type that writes and reads itself ([`StreamHeader`],
-//! [`Trailer`], [`EndFrame`]); [`StreamWriter`] writes a whole stream and
+//! [`Trailer`], [`Heartbeat`], [`EndFrame`]); [`StreamWriter`] writes a whole stream and
 //! [`StreamReader`] reads one checkpoint at a time into a [`Body`], checking
 //! every rule of the format against the [`Limits`] before it allocates.
 //! Every byte of a frame, from its tag to its digest, is covered by the
@@ -31,6 +32,7 @@ mod error;
 mod format;
 mod frame;
 mod header;
+mod heartbeat;
 mod limits;
 mod reader;
 pub mod records;
@@ -42,6 +44,7 @@ pub use error::StreamError;
 pub use format::{zstd_levels, Format, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL};
 pub use frame::{EndFrame, FrameHead, Trailer, END_LEN, FRAME_HEAD_LEN, TRAILER_LEN};
 pub use header::{StreamHeader, HEADER_LEN, STREAM_MAGIC, STREAM_VERSION};
+pub use heartbeat::{Heartbeat, HEARTBEAT_LEN, TAG_HEARTBEAT};
 pub use limits::Limits;
 pub(crate) use limits::{CHUNK_COST, TOOLSTACK_COST};
 pub use reader::{Event, StreamReader};

@@ -5,6 +5,7 @@
 //! Buffers grow only with bytes that actually arrive.
 
 use super::frame::{TAG_CHECKPOINT, TAG_END};
+use super::heartbeat::{Heartbeat, HEARTBEAT_LEN, TAG_HEARTBEAT};
 use super::limits::{CHUNK_COST, TOOLSTACK_COST};
 use super::{
     crc, toolstack_payload_len, Body, ChunkSpan, EndFrame, Limits, StreamError, StreamHeader,
@@ -71,6 +72,13 @@ pub enum Event {
         /// Its contents.
         trailer: Trailer,
     },
+    /// A heartbeat between checkpoints (its check verified).
+    Heartbeat {
+        /// Offset of the frame tag.
+        offset: u64,
+        /// Its contents.
+        heartbeat: Heartbeat,
+    },
     /// End of stream.
     End {
         /// Offset of the end frame.
@@ -102,6 +110,8 @@ pub struct StreamReader<R> {
     limits: Limits,
     compressed: bool,
     next_seq: u64,
+    /// Number of the next heartbeat.
+    next_heartbeat: u64,
     ended: bool,
     /// PFNs seen in the current checkpoint, one bit each.
     seen: Vec<u64>,
@@ -123,6 +133,7 @@ impl<R: Read> StreamReader<R> {
             limits,
             compressed: false,
             next_seq: 0,
+            next_heartbeat: 0,
             ended: false,
             seen: Vec::new(),
             batch: Vec::with_capacity(MAX_BATCH * 8),
@@ -213,10 +224,11 @@ impl<R: Read> StreamReader<R> {
     }
 
     /// Reads the next checkpoint frame into `body`, reporting what it reads
-    /// to `observe`. Returns `false`, with `body` untouched, at the end of
-    /// the stream (the end frame checked, nothing after it). The page data
-    /// is checked against the PFN entries by [`Body::walk_pages`], which the
-    /// receiver runs as it verifies.
+    /// to `observe`; heartbeats before it are checked and reported too.
+    /// Returns `false`, with `body` untouched, at the end of the stream
+    /// (the end frame checked, nothing after it). The page data is checked
+    /// against the PFN entries by [`Body::walk_pages`], which the receiver
+    /// runs as it verifies.
     pub fn read_checkpoint(
         &mut self,
         body: &mut Body,
@@ -225,10 +237,16 @@ impl<R: Read> StreamReader<R> {
         if self.ended {
             return Ok(false);
         }
-        let start = self.pos;
-        self.crc = self.seed;
-        let mut tag = [0u8; 4];
-        self.exact(&mut tag, "frame tag")?;
+        let (start, tag) = loop {
+            let start = self.pos;
+            self.crc = self.seed;
+            let mut tag = [0u8; 4];
+            self.exact(&mut tag, "frame tag")?;
+            if tag != TAG_HEARTBEAT {
+                break (start, tag);
+            }
+            self.read_heartbeat(start, tag, observe)?;
+        };
         if tag == TAG_END {
             return self.read_end(start, tag, observe).map(|()| false);
         }
@@ -294,6 +312,34 @@ impl<R: Read> StreamReader<R> {
             self.compressed = true;
         }
         Ok(true)
+    }
+
+    fn read_heartbeat(
+        &mut self,
+        start: u64,
+        tag: [u8; 4],
+        observe: &mut dyn FnMut(&Event),
+    ) -> Result<(), StreamError> {
+        let mut b = [0u8; HEARTBEAT_LEN];
+        b[..4].copy_from_slice(&tag);
+        self.exact(&mut b[4..], "heartbeat frame")?;
+        let bad = |field| StreamError::BadFrame {
+            offset: start,
+            field,
+        };
+        let heartbeat = Heartbeat::from_bytes(&b, self.seed).map_err(bad)?;
+        if heartbeat.next_seq != self.next_seq {
+            return Err(bad("heartbeat sequence differs from the stream's"));
+        }
+        if heartbeat.number != self.next_heartbeat {
+            return Err(bad("heartbeat number out of order"));
+        }
+        self.next_heartbeat += 1;
+        observe(&Event::Heartbeat {
+            offset: start,
+            heartbeat,
+        });
+        Ok(())
     }
 
     fn read_end(

@@ -5,7 +5,7 @@
 //! order of the parts); what goes in it is the sender's to decide.
 
 use super::{
-    crc, EndFrame, FrameHead, StreamHeader, Trailer, CHUNK_COMPRESSED_DATA,
+    crc, EndFrame, FrameHead, Heartbeat, StreamHeader, Trailer, CHUNK_COMPRESSED_DATA,
     CHUNK_ENABLE_COMPRESSION, CHUNK_END, MAX_BATCH,
 };
 use ckpt_simd::Page;
@@ -18,6 +18,7 @@ pub struct StreamWriter<W: Write> {
     seed: u32,
     crc: u32,
     checkpoints: u64,
+    heartbeats: u64,
     scratch: Vec<u8>,
 }
 
@@ -32,6 +33,7 @@ impl<W: Write> StreamWriter<W> {
             seed: header.check(),
             crc: 0,
             checkpoints: 0,
+            heartbeats: 0,
             scratch: Vec::with_capacity(MAX_BATCH * 8 + 4),
         })
     }
@@ -139,6 +141,18 @@ impl<W: Write> StreamWriter<W> {
         let b = t.to_bytes(self.crc);
         self.put(&b)?;
         self.checkpoints += 1;
+        self.w.flush()
+    }
+
+    /// Writes a heartbeat frame (between checkpoints only) and flushes.
+    pub fn heartbeat(&mut self) -> io::Result<()> {
+        let b = Heartbeat {
+            next_seq: self.checkpoints,
+            number: self.heartbeats,
+        }
+        .to_bytes(self.seed);
+        self.put(&b)?;
+        self.heartbeats += 1;
         self.w.flush()
     }
 

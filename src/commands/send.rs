@@ -1,0 +1,289 @@
+//! `ckpt send`: the primary. Replicates a trace (paced at its epoch) or a
+//! live process to a backup, and prints latencies, acknowledgements and
+//! bytes on the wire.
+
+use super::{Context, Tuning, Usage};
+use anyhow::Context as _;
+use ckpt_engine::replicate::{Primary, PrimaryOptions, PrimaryReport};
+use ckpt_engine::{Codec, Commit, Latency};
+use ckpt_lab::replay::{Source, TraceSource};
+use ckpt_lab::replicate::{drive, DriveOptions, DriveReport};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `ckpt send`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The backup's address (host:port).
+    #[arg(long)]
+    to: String,
+    /// Trace to replicate, paced at its recorded epoch.
+    #[arg(long, conflicts_with_all = ["pid", "command"])]
+    trace: Option<PathBuf>,
+    /// Replay the trace without pacing: each checkpoint as soon as the
+    /// window allows.
+    #[arg(long, requires = "trace")]
+    as_fast_as_possible: bool,
+    /// Checkpoint this running process instead.
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Also stop and checkpoint the process's descendants.
+    #[arg(long)]
+    children: bool,
+    /// A live process's run time between checkpoints, in ms (default:
+    /// config, 25).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    epoch_ms: Option<u64>,
+    /// A live process's guest size in MiB: its pages are numbered in the
+    /// order they are first seen, below this.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    guest_mib: u64,
+    /// Stop after this many checkpoints.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=u64::MAX))]
+    checkpoints: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long, value_parser = parse_seconds)]
+    seconds: Option<f64>,
+    /// Most checkpoints unacknowledged at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    window: u64,
+    /// Send a heartbeat after this many ms with nothing sent.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    heartbeat_ms: u64,
+    /// The backup is lost when a checkpoint or heartbeat goes unanswered
+    /// this many ms.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    timeout_ms: u64,
+    /// Keep trying to reconnect for this many ms before giving up.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    reconnect_ms: u64,
+    #[command(flatten)]
+    tuning: Tuning,
+    /// Command to start and checkpoint.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("{s} is not a number of seconds in (0, 86400]"));
+    }
+    Ok(v)
+}
+
+/// "checkpoint N of stream X (digest D)", or "no checkpoint".
+pub fn holds_text(holds: Option<Commit>) -> String {
+    match holds {
+        Some(c) => format!(
+            "checkpoint {} of stream {:032x} (digest {:032x})",
+            c.seq, c.stream_id, c.digest
+        ),
+        None => "no checkpoint".into(),
+    }
+}
+
+/// One latency distribution: p50, p99, p99.9, max and the sample count.
+pub fn latency_line(name: &str, l: &Latency) -> String {
+    let ms = |q| l.quantile(q).as_secs_f64() * 1e3;
+    format!(
+        "  {name:<12} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  max {:>8.3} ms  ({} samples)",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        l.max().as_secs_f64() * 1e3,
+        l.count()
+    )
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+/// Prints what a primary did: checkpoints, bytes on the wire against raw
+/// page bytes, latencies.
+pub fn print_report(r: &PrimaryReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "checkpoints: {} sent, {} acknowledged, {} lost; {} connection(s); {:.1} checkpoints/s",
+        r.checkpoints,
+        r.acknowledged,
+        r.lost,
+        r.connections,
+        r.acknowledged as f64 / secs
+    );
+    let s = &r.sent;
+    let heartbeat_bytes = r.wire_out.saturating_sub(s.output_bytes);
+    println!(
+        "pages: {} ({:.1} MiB raw) -> {:.1} MiB on the wire ({:.1}x fewer bytes): stream {} bytes (page data {}, framing {}) + heartbeats {} bytes ({}); back: {} bytes of acknowledgements and replies",
+        s.pages,
+        mib(s.input_bytes),
+        mib(r.wire_out + r.wire_in),
+        s.input_bytes as f64 / (r.wire_out + r.wire_in).max(1) as f64,
+        s.output_bytes,
+        s.payload_bytes,
+        s.output_bytes - s.payload_bytes,
+        heartbeat_bytes,
+        r.heartbeats,
+        r.wire_in
+    );
+    println!("latency per checkpoint:");
+    let l = &r.latencies;
+    println!("{}", latency_line("pause", &l.pause));
+    println!("{}", latency_line("compress", &l.compress));
+    println!("{}", latency_line("send", &l.send));
+    println!("{}", latency_line("ack", &l.ack));
+    println!("{}", latency_line("sent-to-ack", &l.sent_to_ack));
+    for b in &r.breaks {
+        println!("connection ended: {b}");
+    }
+}
+
+fn primary_options(ctx: &Context, args: &Args, guest_pages: u64) -> PrimaryOptions {
+    PrimaryOptions {
+        sender: ctx.sender_options(&args.tuning, guest_pages),
+        window: args.window as usize,
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        timeout: Duration::from_millis(args.timeout_ms),
+        reconnect_for: Duration::from_millis(args.reconnect_ms),
+        lineage: None,
+    }
+}
+
+fn replicate<S: Source + ?Sized>(
+    ctx: &Context,
+    args: &Args,
+    codec: Codec,
+    source: &mut S,
+    pace: Option<Duration>,
+) -> anyhow::Result<DriveReport> {
+    let opts = primary_options(ctx, args, source.guest_pages());
+    let primary = Primary::connect(args.to.as_str(), codec, opts)
+        .with_context(|| format!("connecting to {}", args.to))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(s) = args.seconds {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(s));
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let drive_opts = DriveOptions {
+        pace,
+        max_checkpoints: args.checkpoints,
+        stop: Some(stop),
+    };
+    let mut full = 0;
+    let report = drive(source, primary, &drive_opts, |sent, _| {
+        if sent.kind == ckpt_engine::replicate::CheckpointKind::Full {
+            full += 1;
+            if full > 1 {
+                println!(
+                    "reconnected: a new stream starts with a full checkpoint ({} pages)",
+                    sent.data_pages
+                );
+            }
+        }
+    })?;
+    Ok(report)
+}
+
+/// Runs the primary.
+pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let codec = ctx.codec(args.tuning.kernel)?;
+    let threads = ctx.threads(args.tuning.threads());
+    let report = if let Some(trace) = &args.trace {
+        let mut source = TraceSource::open(trace)?;
+        let epoch = source.epoch();
+        let pace = if args.as_fast_as_possible {
+            None
+        } else {
+            epoch
+        };
+        println!(
+            "replicating {} to {}: kernel {}, {} compression thread(s), window {}, {}",
+            trace.display(),
+            args.to,
+            codec.kernel(),
+            threads,
+            args.window,
+            match pace {
+                Some(p) => format!(
+                    "paced at the trace's epoch, {:.1} ms",
+                    p.as_secs_f64() * 1e3
+                ),
+                None => "as fast as possible".into(),
+            }
+        );
+        replicate(ctx, &args, codec, &mut source, pace)?
+    } else {
+        live(ctx, &args, codec, threads)?
+    };
+    print_report(&report.primary);
+    if args.trace.is_none() {
+        // The process's own pause: stopped, scanned, resumed.
+        println!("{}", latency_line("capture", &report.capture));
+    }
+    if report.late > 0 {
+        println!(
+            "{} checkpoints started more than an epoch late, waiting for an acknowledgement",
+            report.late
+        );
+    }
+    let r = &report.primary;
+    match r.last_acknowledged {
+        Some((stream, seq, digest)) if r.in_sync => {
+            println!(
+                "the backup holds the last checkpoint: {seq} of stream {stream:032x} (digest {digest:032x})"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("ckpt: the backup does not hold the last checkpoint");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn live(ctx: &Context, args: &Args, codec: Codec, threads: usize) -> anyhow::Result<DriveReport> {
+    use ckpt_lab::record_session::Target;
+    use ckpt_lab::replicate::LiveSource;
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), true) => {
+            if args.checkpoints.is_none() && args.seconds.is_none() {
+                return Err(Usage("give --checkpoints or --seconds with --pid".into()).into());
+            }
+            Target::attach(pid)?
+        }
+        (None, false) => Target::start(&args.command)?,
+        (Some(_), false) => {
+            return Err(Usage("give either --pid or a command after --, not both".into()).into())
+        }
+        (None, true) => {
+            return Err(Usage("give --trace, --pid or a command after --".into()).into())
+        }
+    };
+    let epoch = Duration::from_millis(args.epoch_ms.unwrap_or(ctx.config.record.epoch_ms).max(1));
+    let guest_pages = args.guest_mib * 256;
+    println!(
+        "replicating process {} to {}: kernel {}, {} compression thread(s), window {}, epoch {} ms, guest {} MiB",
+        target.pid(),
+        args.to,
+        codec.kernel(),
+        threads,
+        args.window,
+        epoch.as_millis(),
+        args.guest_mib
+    );
+    let mut source = LiveSource::new(target, args.children, epoch, guest_pages, codec);
+    replicate(ctx, args, codec, &mut source, Some(epoch))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn live(_: &Context, _: &Args, _: Codec, _: usize) -> anyhow::Result<DriveReport> {
+    Err(Usage("checkpointing a live process needs Linux; give --trace".into()).into())
+}
