@@ -87,7 +87,7 @@ pub use receive::{
     CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, SparseMemory,
 };
 pub use send::{
-    ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,
-    SenderOptions, MAX_CACHE_PAGES,
+    CachePolicy, ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats,
+    Sender, SenderOptions, UnknownPolicy, MAX_CACHE_PAGES,
 };
 pub use stream::{Event, Limits, StreamError, StreamHeader};

@@ -85,6 +85,19 @@ pub struct BenchReport {
     pub full_miss_share: f64,
     /// Pages sent as deltas, as a share.
     pub delta_share: f64,
+    /// Delta-cache policy.
+    pub cache_policy: String,
+    /// Whether the initial image seeded the cache.
+    pub cache_seeded: bool,
+    /// The cache's capacity in pages after each checkpoint, the initial
+    /// image's first (it changes only when sized adaptively).
+    pub cache_pages: Vec<u64>,
+    /// Most memory the cache held: slots used, entries, ghosts, sizer.
+    pub cache_bytes: u64,
+    /// Normal pages of the compressed checkpoints found in the cache.
+    pub hit_rate: f64,
+    /// Normal pages sent FULL because they missed the cache.
+    pub full_pages: u64,
     /// Pages unchanged, as a share.
     pub empty_share: f64,
     /// Staging latency per checkpoint (guest-paused copy).
@@ -121,12 +134,16 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
     let (mut changed_words, mut compared_words, mut runs, mut redirtied) = (0u64, 0u64, 0u64, 0u64);
     let mut dirty = Histogram::<u64>::new(3).expect("histogram");
     let mut checkpoints = 0u64;
+    let mut cache_pages = Vec::new();
     replay(&mut source, &mut sender, |cp, sender| {
         // Wait for the pipeline before measuring or decoding the next
         // epoch: the bench's own work (zstd, change profiles) must not
         // compete with the compress stage for the two cores, and the floor
         // below is measured with the pipeline idle.
         sender.sync()?;
+        if checkpoints > 0 {
+            cache_pages.push(sender.stats().cache_pages);
+        }
         checkpoints += 1;
         if cp.enable_compression {
             return Ok(());
@@ -152,6 +169,7 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
     })?;
     std::hint::black_box(floor_sink);
     let (stream, sent, lat) = sender.finish()?;
+    cache_pages.push(sent.cache_pages);
 
     // Phase 2: receive and verify.
     let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
@@ -213,6 +231,16 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
         full_miss_share: share(sent.counts.full_miss),
         delta_share: share(sent.counts.delta),
         empty_share: share(sent.counts.empty),
+        cache_policy: opts.compress.cache_policy.name().into(),
+        cache_seeded: opts.compress.seed_cache,
+        cache_pages,
+        cache_bytes: sent.cache_bytes,
+        hit_rate: {
+            let c = &sent.counts;
+            let hits = c.empty + c.delta;
+            hits as f64 / (hits + c.full_miss).max(1) as f64
+        },
+        full_pages: sent.counts.full_miss,
         stage_ms: pct(&lat.stage),
         compress_ms: pct(&lat.compress),
         checkpoint_ms: pct(&lat.checkpoint),

@@ -3,7 +3,7 @@
 //! and (b) that decoding the outputs gives back every input page.
 
 use crate::vectors::VectorReader;
-use ckpt_engine::{CompressOptions, Compressor, PageType};
+use ckpt_engine::{CachePolicy, CompressOptions, Compressor, PageType};
 use ckpt_simd::{Codec, Page, PAGE_SIZE};
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,8 +64,12 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         .trim_end_matches(".vec")
         .to_string();
     let mut reader = VectorReader::new(open_vector(path)?)?;
+    // The original's cache: LRU, fixed size, empty at the start.
     let opts = CompressOptions {
         cache_pages: ORIGINAL_CACHE_PAGES,
+        cache_policy: CachePolicy::Lru,
+        cache_budget: None,
+        seed_cache: false,
         threads,
         pin_threads: true,
     };

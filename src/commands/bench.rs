@@ -1,6 +1,6 @@
 //! `ckpt bench`: bundled or given traces through the sender and receiver.
 
-use super::{Context, Tuning, Usage};
+use super::{CacheArgs, Context, Tuning, Usage};
 use anyhow::Context as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,12 +19,15 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Runs the bench and prints each trace's figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let mut opts = ctx.sender_options(&args.tuning, 1);
+    ctx.apply_cache(&mut opts.compress, &args.cache)?;
     let traces = match (args.trace, args.all) {
         (Some(t), _) => vec![t],
         (None, true) => ckpt_lab::bundled_traces(),
@@ -80,6 +83,14 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             100.0 * r.delta_share,
             100.0 * r.empty_share
         );
+        println!(
+            "  cache: {}{}, hit rate {:.1}%, {:.1} MiB at most; pages per checkpoint {}",
+            r.cache_policy,
+            if r.cache_seeded { ", seeded" } else { "" },
+            100.0 * r.hit_rate,
+            r.cache_bytes as f64 / (1 << 20) as f64,
+            pages_list(&r.cache_pages)
+        );
         for (name, p) in [
             ("stage", r.stage_ms),
             ("compress", r.compress_ms),
@@ -101,4 +112,19 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The sizes per checkpoint, runs of one size written once with a count.
+fn pages_list(pages: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < pages.len() {
+        let run = pages[i..].iter().take_while(|&&p| p == pages[i]).count();
+        out.push(match run {
+            1 => pages[i].to_string(),
+            n => format!("{} x{n}", pages[i]),
+        });
+        i += run;
+    }
+    out.join(", ")
 }

@@ -12,8 +12,8 @@ pub mod pipeline;
 pub mod record;
 pub mod streams;
 
-use crate::config::{resolve_threads, Config};
-use ckpt_engine::{Codec, CompressOptions, Kernel, Latency, SenderOptions};
+use crate::config::{resolve_threads, CacheSize, Config};
+use ckpt_engine::{CachePolicy, Codec, CompressOptions, Kernel, Latency, SenderOptions};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -62,12 +62,17 @@ impl Context {
         resolve_threads(flag.unwrap_or(self.config.engine.threads))
     }
 
-    /// The sender's options for a guest of `guest_pages` pages.
+    /// The sender's options for a guest of `guest_pages` pages (the
+    /// delta cache as the config says; see [`Context::apply_cache`]).
     pub fn sender_options(&self, tuning: &Tuning, guest_pages: u64) -> SenderOptions {
         let e = &self.config.engine;
+        let (cache_pages, cache_budget) = cache_size(e.cache_pages, e.cache_budget_mib);
         SenderOptions {
             compress: CompressOptions {
-                cache_pages: e.cache_pages,
+                cache_pages,
+                cache_policy: e.cache_policy,
+                cache_budget,
+                seed_cache: e.seed_cache,
                 threads: self.threads(tuning.threads),
                 pin_threads: e.pin_threads,
             },
@@ -77,6 +82,64 @@ impl Context {
             stream_id: None,
         }
     }
+
+    /// The delta-cache flags over the config's settings.
+    pub fn apply_cache(&self, opts: &mut CompressOptions, args: &CacheArgs) -> anyhow::Result<()> {
+        let e = &self.config.engine;
+        let size = args.cache_pages.unwrap_or(e.cache_pages);
+        if let (Some(_), CacheSize::Pages(_)) = (args.cache_budget_mib, size) {
+            return Err(Usage(
+                "--cache-budget-mib bounds the adaptive size: give --cache-pages auto".into(),
+            )
+            .into());
+        }
+        let mib = args.cache_budget_mib.unwrap_or(e.cache_budget_mib);
+        (opts.cache_pages, opts.cache_budget) = cache_size(size, mib);
+        if let Some(p) = args.cache_policy {
+            opts.cache_policy = p;
+        }
+        if args.no_cache_seed {
+            opts.seed_cache = false;
+        }
+        Ok(())
+    }
+}
+
+/// Where an adaptive cache starts when it is not seeded: the original's size.
+const AUTO_START_PAGES: usize = 8192;
+
+/// `CompressOptions::cache_pages` and `cache_budget` for a size setting.
+fn cache_size(size: CacheSize, budget_mib: u64) -> (usize, Option<u64>) {
+    match size {
+        CacheSize::Pages(n) => (n, None),
+        CacheSize::Auto => (AUTO_START_PAGES, Some(budget_mib.saturating_mul(1 << 20))),
+    }
+}
+
+/// The delta-cache flags, shared by every command that sends.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CacheArgs {
+    /// Delta-cache policy, overriding the config
+    #[arg(long, value_name = "NAME", value_parser = policy_parser())]
+    pub cache_policy: Option<CachePolicy>,
+    /// Delta-cache size in pages, or "auto": resized after each checkpoint
+    /// to the guest's re-dirtied working set, within --cache-budget-mib
+    #[arg(long, value_name = "N|auto")]
+    pub cache_pages: Option<CacheSize>,
+    /// Memory the adaptive cache may use, in MiB (page copies, bookkeeping
+    /// and ghost entries; the config's default is 512)
+    #[arg(long, value_name = "MIB")]
+    pub cache_budget_mib: Option<u64>,
+    /// Leave the cache empty until the first compressed checkpoint, instead
+    /// of seeding it with the uncompressed first checkpoint's pages
+    #[arg(long)]
+    pub no_cache_seed: bool,
+}
+
+fn policy_parser() -> impl clap::builder::TypedValueParser<Value = CachePolicy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(CachePolicy::NAMES)
+        .map(|s| s.parse::<CachePolicy>().unwrap_or_default())
 }
 
 /// Flags that tune the engine for one run, over the config.

@@ -1,6 +1,6 @@
 //! `ckpt compress`, `ckpt restore` and `ckpt inspect`: stream files.
 
-use super::{Context, Tuning};
+use super::{CacheArgs, Context, Tuning};
 use anyhow::Context as _;
 use ckpt_engine::Kernel;
 use ckpt_lab::replay::{Source, TraceSource};
@@ -28,6 +28,8 @@ pub struct CompressArgs {
     trace: Option<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Arguments of `ckpt restore`.
@@ -53,7 +55,8 @@ pub struct InspectArgs {
 /// Writes a stream file.
 pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
-    let opts = ctx.sender_options(&args.tuning, 1);
+    let mut opts = ctx.sender_options(&args.tuning, 1);
+    ctx.apply_cache(&mut opts.compress, &args.cache)?;
     let mut source: Box<dyn Source> = match &args.trace {
         Some(t) => Box::new(TraceSource::open(t)?),
         None => Box::new(Scenario::new(SYNTH_GUEST_PAGES, 0xDE70, &SYNTH_SEQUENCE)),

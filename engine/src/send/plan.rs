@@ -4,7 +4,8 @@
 //!
 //! A plan is a sequence of [`Segment`]s of consecutive staged pages, each
 //! page with its [`Decision`]: sent raw, a hit on a cached slot, or a miss
-//! that takes a slot (a free one, else the least recently used PFN's). The
+//! that takes a slot (a free one, else the victim the cache's policy
+//! chooses: the least recently used PFN's under LRU). The
 //! raw pages of the batch drop their cached copies before anything is
 //! decided, exactly as the original dropped them at staging time; a raw
 //! page also drops a copy that an earlier normal page of the same batch
@@ -97,6 +98,8 @@ pub(crate) struct Planner<'a> {
     /// A decision made but not yet placed: its slot was taken in this wave.
     carried: Option<Decision>,
     segment_pages: usize,
+    /// An uncompressed batch: every normal page is stored.
+    seeding: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -119,6 +122,21 @@ impl<'a> Planner<'a> {
             next: 0,
             carried: None,
             segment_pages: segment_pages.max(1),
+            seeding: false,
+        }
+    }
+
+    /// Like [`Planner::new`], for an uncompressed batch that seeds the
+    /// cache: a hit's slot and a miss's slot both receive the page.
+    pub(crate) fn seeding(
+        index: &'a mut CacheIndex,
+        entries: &'a [StagedPage],
+        waves: &'a mut SlotWaves,
+        segment_pages: usize,
+    ) -> Planner<'a> {
+        Planner {
+            seeding: true,
+            ..Planner::new(index, entries, waves, segment_pages)
         }
     }
 
@@ -129,7 +147,12 @@ impl<'a> Planner<'a> {
             self.index.invalidate(e.pfn);
             return Decision::Raw;
         }
-        match self.index.lookup(e.pfn) {
+        let lookup = if self.seeding {
+            self.index.seed(e.pfn)
+        } else {
+            self.index.lookup(e.pfn)
+        };
+        match lookup {
             Lookup::Hit(s) => Decision::Hit(s),
             Lookup::Miss { slot, evicted } => Decision::Miss { slot, evicted },
         }
@@ -210,7 +233,7 @@ mod tests {
     /// Plans a batch and returns its segments.
     fn plan(cache: &mut DeltaCache, batch: &[StagedPage], seg: usize) -> Vec<Segment> {
         let mut waves = SlotWaves::default();
-        let (index, _) = cache.split_mut();
+        let (index, _) = cache.split_mut(batch.len());
         Planner::new(index, batch, &mut waves, seg).collect()
     }
 

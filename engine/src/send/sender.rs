@@ -72,6 +72,9 @@ struct CheckpointEnd {
     toolstack: Vec<ToolstackChunk>,
     enable_compression: bool,
     started: Instant,
+    /// The cache's capacity and memory after the checkpoint (set by the
+    /// compress stage).
+    cache: (usize, usize),
 }
 
 enum Work {
@@ -376,6 +379,7 @@ impl<W: Write + Send + 'static> Sender<W> {
             toolstack: open.toolstack,
             enable_compression: enable,
             started: open.started,
+            cache: (0, 0),
         }))?;
         let stage = open.started.elapsed();
         self.shared
@@ -490,7 +494,11 @@ fn compress_stage(
                     }
                 } else {
                     let mut hashes = Vec::new();
-                    batch.hash_pages(&ring, &mut hashes);
+                    if !compressed && batch.cache().seeding() {
+                        batch.seed(&ring, &mut hashes);
+                    } else {
+                        batch.hash_pages(&ring, &mut hashes);
+                    }
                     Out::Batch {
                         entries,
                         chunk: None,
@@ -500,7 +508,10 @@ fn compress_stage(
                     }
                 }
             }
-            Work::End(end) => Out::End(end),
+            Work::End(end) => Out::End(CheckpointEnd {
+                cache: batch.end_checkpoint(),
+                ..end
+            }),
             Work::Sync(tx) => Out::Sync(tx),
             Work::Finish => Out::Finish,
         };
@@ -558,12 +569,14 @@ fn write_stage<W: Write>(
                     let _ = chunk_back.send(*c);
                 }
             }
-            Out::End(CheckpointEnd { started, .. }) => {
+            Out::End(CheckpointEnd { started, cache, .. }) => {
                 let mut sh = shared.lock().expect("sender state");
                 if let Some(writer) = &w {
                     sh.stats.checkpoints += 1;
                     sh.stats.output_bytes = writer.written();
                 }
+                sh.stats.cache_pages = cache.0 as u64;
+                sh.stats.cache_bytes = sh.stats.cache_bytes.max(cache.1 as u64);
                 sh.latencies.compress.record(cp.compress);
                 sh.latencies.write.record(cp.write);
                 sh.latencies.checkpoint.record(started.elapsed());
