@@ -328,6 +328,110 @@ mod tests {
         assert_eq!(barriers, [(0, false), (2, true), (4, true)]);
     }
 
+    use crate::send::cache::CachePolicy;
+
+    /// Plans an uncompressed batch that seeds the cache.
+    fn plan_seed(cache: &mut DeltaCache, batch: &[StagedPage]) -> Vec<Decision> {
+        let mut waves = SlotWaves::default();
+        let (index, _) = cache.split_mut(batch.len());
+        decisions(&Planner::seeding(index, batch, &mut waves, 64).collect::<Vec<_>>())
+    }
+
+    fn hits(d: &[Decision]) -> usize {
+        d.iter().filter(|d| matches!(d, Hit(_))).count()
+    }
+
+    #[test]
+    fn every_policy_frees_a_raw_pages_slot_at_staging_time() {
+        // The rule of a_raw_page_frees_its_slot_at_staging_time_for_an_
+        // earlier_miss holds whatever the policy: the index hands out a
+        // free slot before asking the policy for a victim.
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 3);
+            plan(&mut c, &normal(&[1, 2, 3]), 64);
+            let batch = staged(&[(9, PageType::Normal), (2, RAW)]);
+            let p = plan(&mut c, &batch, 64);
+            assert_eq!(decisions(&p), [miss(1, None), Raw], "{policy}");
+            assert!(
+                c.contains(1) && c.contains(3) && c.contains(9) && !c.contains(2),
+                "{policy}"
+            );
+            // A normal copy stored earlier in the batch does not outlive
+            // the raw page of the same PFN.
+            let p = plan(&mut c, &staged(&[(5, PageType::Normal), (5, RAW)]), 64);
+            assert!(matches!(decisions(&p)[..], [Miss { .. }, Raw]), "{policy}");
+            assert!(!c.contains(5), "{policy}");
+        }
+    }
+
+    #[test]
+    fn every_policy_seeds_from_an_uncompressed_batch_and_raw_pages_drop_seeds() {
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 8);
+            let batch = staged(&[
+                (1, PageType::Normal),
+                (2, PageType::Normal),
+                (3, RAW),
+                (4, PageType::Normal),
+            ]);
+            assert_eq!(
+                plan_seed(&mut c, &batch),
+                [miss(0, None), miss(1, None), Raw, miss(2, None)],
+                "{policy}"
+            );
+            // A later uncompressed batch: 2 again (same slot), 1 now raw.
+            let batch = staged(&[(2, PageType::Normal), (1, RAW)]);
+            assert_eq!(plan_seed(&mut c, &batch), [Hit(1), Raw], "{policy}");
+            // The first compressed batch finds the seeds.
+            let p = plan(&mut c, &normal(&[1, 2, 3, 4]), 64);
+            assert_eq!(
+                decisions(&p),
+                [miss(0, None), Hit(1), miss(3, None), Hit(2)],
+                "{policy}"
+            );
+        }
+    }
+
+    #[test]
+    fn scan_resistant_policies_keep_a_hot_set_through_a_scan_larger_than_the_cache() {
+        let hot: Vec<u64> = (0..20).collect();
+        let scan: Vec<u64> = (1000..1500).collect();
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 100);
+            for _ in 0..3 {
+                plan(&mut c, &normal(&hot), 64);
+            }
+            let p = decisions(&plan(&mut c, &normal(&scan), 64));
+            assert_eq!(hits(&p), 0, "{policy}: the scan is new");
+            let after = decisions(&plan(&mut c, &normal(&hot), 64));
+            let want = match policy {
+                CachePolicy::Lru => 0, // the scan pushed every hot page out
+                CachePolicy::S3Fifo | CachePolicy::Lirs => hot.len(),
+            };
+            assert_eq!(hits(&after), want, "{policy}");
+        }
+    }
+
+    #[test]
+    fn lirs_keeps_part_of_a_set_re_dirtied_in_order_larger_than_the_cache() {
+        // The overflow vector's pattern: 150 pages, in the same order every
+        // checkpoint, through 100 slots. LRU misses every page every time.
+        let set: Vec<u64> = (0..150).collect();
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 100);
+            plan(&mut c, &normal(&set), 64);
+            let later: Vec<usize> = (0..4)
+                .map(|_| hits(&decisions(&plan(&mut c, &normal(&set), 64))))
+                .collect();
+            match policy {
+                CachePolicy::Lru => assert_eq!(later, [0; 4]),
+                // The 99 LIR pages hit in every round once they are LIR.
+                CachePolicy::Lirs => assert!(later[1..].iter().all(|&h| h >= 98), "{later:?}"),
+                CachePolicy::S3Fifo => assert!(later.iter().sum::<usize>() > 0, "{later:?}"),
+            }
+        }
+    }
+
     #[test]
     fn segments_cover_the_batch_in_order_whatever_their_length() {
         let batch = normal(&(0..100).collect::<Vec<_>>());

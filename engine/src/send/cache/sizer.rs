@@ -15,6 +15,7 @@
 //! same for any number of threads.
 
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 
 /// One PFN in `1 << SAMPLE_SHIFT` is sampled.
@@ -28,11 +29,13 @@ const COVER: f64 = 0.99;
 /// Room above the measured set.
 const HEADROOM: f64 = 1.25;
 
-/// Bookkeeping bytes the sizer may hold per page of its largest size: at
-/// most two remembered PFNs per sampled page, a map entry each, the map
-/// up to half empty.
-pub(crate) const SIZER_BYTES_PER_PAGE: usize =
-    (2 * 2 * std::mem::size_of::<(u64, u64)>()) >> SAMPLE_SHIFT;
+/// Bytes of one map slot: the entry and its control byte.
+const SLOT_BYTES: usize = std::mem::size_of::<(u64, u64)>() + 1;
+
+/// Bookkeeping bytes the sizer may hold per page of its largest size: it
+/// remembers at most two sampled PFNs per sampled page of that size, in a
+/// map that may be half empty.
+pub(crate) const SIZER_BYTES_PER_PAGE: usize = (2 * 2 * SLOT_BYTES).div_ceil(1 << SAMPLE_SHIFT);
 
 fn sampled(pfn: u64) -> bool {
     pfn.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SAMPLE_SHIFT) == 0
@@ -42,6 +45,8 @@ fn sampled(pfn: u64) -> bool {
 pub(crate) struct Sizer {
     min_pages: usize,
     max_pages: usize,
+    /// Most sampled PFNs remembered.
+    limit: usize,
     epoch: u64,
     /// Sampled PFN -> checkpoint it was last dirtied in.
     last: FxHashMap<u64, u64>,
@@ -62,6 +67,7 @@ impl Sizer {
         Sizer {
             min_pages: min_pages.min(max_pages),
             max_pages,
+            limit: (2 * max_pages) >> SAMPLE_SHIFT,
             epoch: 0,
             last: FxHashMap::default(),
             recent: VecDeque::from([0]),
@@ -73,7 +79,7 @@ impl Sizer {
 
     /// Bookkeeping bytes held now.
     pub(crate) fn bytes(&self) -> usize {
-        self.last.capacity() * (std::mem::size_of::<(u64, u64)>() + 1)
+        self.last.capacity() * SLOT_BYTES
     }
 
     fn count(&mut self, epoch: u64, delta: i64) {
@@ -93,13 +99,22 @@ impl Sizer {
         if !sampled(pfn) {
             return;
         }
-        match self.last.insert(pfn, self.epoch) {
-            None => self.count(self.epoch, 1),
-            Some(e) if e == self.epoch => {}
-            Some(e) => {
-                self.count(e, -1);
-                self.count(self.epoch, 1);
-                self.now[((self.epoch - e) as usize).min(LAGS)] += 1;
+        let (epoch, full) = (self.epoch, self.last.len() >= self.limit);
+        match self.last.entry(pfn) {
+            Entry::Vacant(v) => {
+                if full {
+                    return; // forgotten pages make room at the checkpoint's end
+                }
+                v.insert(epoch);
+                self.count(epoch, 1);
+            }
+            Entry::Occupied(mut o) => {
+                let e = o.insert(epoch);
+                if e != epoch {
+                    self.count(e, -1);
+                    self.count(epoch, 1);
+                    self.now[((epoch - e) as usize).min(LAGS)] += 1;
+                }
             }
         }
     }
@@ -150,8 +165,7 @@ impl Sizer {
         if self.recent.len() > LAGS {
             self.older += self.recent.pop_front().unwrap_or(0);
         }
-        let limit = (2 * self.max_pages >> SAMPLE_SHIFT).max(1024);
-        if self.last.len() > limit {
+        if self.last.len() >= self.limit {
             // Forget pages not dirtied within the window: they would need
             // more than the whole window's pages to stay cached anyway.
             let cutoff = self.epoch.saturating_sub(self.recent.len() as u64 - 1);
