@@ -1,12 +1,13 @@
-//! The page copies: a segmented arena of page-aligned pages. Slot `s`
+//! The page copies of `docs/FORMAT.md` §2.1: a segmented arena of page-aligned pages. Slot `s`
 //! lives in segment `s >> SEGMENT_SHIFT` at index `s & SEGMENT_MASK`, so
 //! the arena grows by adding segments, never by moving the pages it holds.
-//! A segment is its own anonymous mapping: the system backs it with memory
-//! only as its slots are first written, and takes the memory back when a
+//! A segment is its own anonymous mapping, added when a batch may need its
+//! slots (so an adaptive cache holds memory only for the pages it keeps)
+//! and backed at once, and the system takes the memory back when a
 //! shrinking cache drops the segment.
 
 use crate::page::PageBuf;
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapOptions};
 
 /// Slots per segment, as a shift: 1024 pages (4 MiB).
 pub(crate) const SEGMENT_SHIFT: u32 = 10;
@@ -38,7 +39,10 @@ impl Arena {
     /// refuses a mapping; returns the slots there are.
     pub(crate) fn grow_to(&mut self, slots: usize) -> usize {
         while self.slots() < slots {
-            match MmapMut::map_anon(SEGMENT_PAGES * std::mem::size_of::<PageBuf>()) {
+            // Populated at once: one system call backs the segment, where
+            // first writes would fault page by page while encoding.
+            let len = SEGMENT_PAGES * std::mem::size_of::<PageBuf>();
+            match MmapOptions::new().len(len).populate().map_anon() {
                 Ok(seg) => self.segments.push(seg),
                 Err(_) => break,
             }

@@ -1,5 +1,6 @@
 //! LIRS (Jiang and Zhang: "LIRS: an efficient low inter-reference recency
-//! set replacement policy", SIGMETRICS 2002), for pages keyed by PFN.
+//! set replacement policy", SIGMETRICS 2002), for pages keyed by PFN
+//! (`docs/FORMAT.md` §2.5).
 //!
 //! A page's inter-reference recency is the number of other pages dirtied
 //! between its last two dirtyings. The pages with the lowest (LIR pages)
@@ -92,7 +93,7 @@ impl Lirs {
         self.st.node_mut(n).tag = LIR;
         self.lir += 1;
         if self.stack.holds(&self.st, n) {
-            self.stack.to_front(&mut self.st, n);
+            self.stack.move_to_front(&mut self.st, n);
         } else {
             self.stack.push_front(&mut self.st, n);
         }
@@ -117,7 +118,7 @@ impl Policy for Lirs {
         let node = *self.st.node(n);
         match node.tag {
             LIR => {
-                self.stack.to_front(&mut self.st, n);
+                self.stack.move_to_front(&mut self.st, n);
                 self.prune();
             }
             HIR if self.stack.holds(&self.st, n) => {
@@ -126,7 +127,7 @@ impl Policy for Lirs {
             }
             HIR => {
                 self.stack.push_front(&mut self.st, n);
-                self.queue.to_front(&mut self.st, n);
+                self.queue.move_to_front(&mut self.st, n);
             }
             _ => return None,
         }

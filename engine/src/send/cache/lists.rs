@@ -1,4 +1,5 @@
-//! The bookkeeping every policy is built on: one node per PFN the index
+//! The bookkeeping every policy is built on (the entries that
+//! `docs/FORMAT.md` §2.5 counts against the cache's memory): one node per PFN the index
 //! remembers (a resident copy, or a ghost that holds only the PFN), a hash
 //! map from PFN to node, and intrusive doubly-linked lists over node numbers.
 //!
@@ -176,7 +177,7 @@ impl<const L: usize> List<L> {
     }
 
     /// Moves `n`, which is on this list, to the front.
-    pub fn to_front(&mut self, st: &mut Store, n: u32) {
+    pub fn move_to_front(&mut self, st: &mut Store, n: u32) {
         if self.front != n {
             self.unlink(st, n);
             self.push_front(st, n);
@@ -218,7 +219,7 @@ mod tests {
         }
         b.push_front(&mut st, n[1]);
         b.push_front(&mut st, n[3]);
-        a.to_front(&mut st, n[0]);
+        a.move_to_front(&mut st, n[0]);
         a.unlink(&mut st, n[2]);
         let pfns = |l: Vec<u32>| l.iter().map(|&x| st.node(x).pfn).collect::<Vec<_>>();
         assert_eq!(pfns(a.iter(&st).collect()), [0, 3, 1]);

@@ -23,7 +23,7 @@ impl Default for Lru {
 impl Policy for Lru {
     fn access(&mut self, pfn: u64) -> Option<u32> {
         let n = self.st.find(pfn)?;
-        self.list.to_front(&mut self.st, n);
+        self.list.move_to_front(&mut self.st, n);
         Some(self.st.node(n).slot)
     }
 

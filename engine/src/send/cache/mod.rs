@@ -1,5 +1,6 @@
-//! The sender's delta cache (`docs/FORMAT.md` §2): the last-sent copy of up
-//! to `capacity` pages, keyed by PFN.
+//! The sender's delta cache (`docs/FORMAT.md` §2; its policies, seeding and
+//! adaptive size: §2.5): the last-sent copy of up to `capacity` pages, keyed
+//! by PFN.
 //!
 //! - The [index](CacheIndex) decides hits, misses and victims: a
 //!   [`CachePolicy`] (LRU, the original's and the default; S3-FIFO; LIRS)

@@ -1,4 +1,5 @@
-//! What a replacement policy decides, and the policies there are.
+//! What a replacement policy decides, and the policies there are
+//! (`docs/FORMAT.md` §2.5).
 //!
 //! A policy keeps the order of the PFNs it holds and decides hits, victims
 //! and where a new page goes; the [index](super::CacheIndex) hands out slots

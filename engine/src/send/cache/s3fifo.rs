@@ -1,5 +1,6 @@
 //! S3-FIFO (Yang, Zhang, Qiu, Yue, Rashmi: "FIFO queues are all you need
-//! for cache eviction", SOSP 2023), for pages keyed by PFN.
+//! for cache eviction", SOSP 2023), for pages keyed by PFN
+//! (`docs/FORMAT.md` §2.5).
 //!
 //! A new page enters the small FIFO (a tenth of the cache). When the small
 //! FIFO is over its share, its oldest page leaves: to the main FIFO if it

@@ -1,4 +1,4 @@
-//! Seeding (`docs/FORMAT.md` §2, §4.4): the pages of an uncompressed
+//! Seeding (`docs/FORMAT.md` §2.5, of the Format A pages of §4.4): the pages of an uncompressed
 //! checkpoint are copies the backup now holds byte for byte, so they may
 //! serve as references. A Format A batch is planned like a compressed one
 //! (raw pages dropped at staging, free slots first, the policy's victims),

@@ -1,5 +1,6 @@
-//! The adaptive size: how many pages the cache should hold to keep the
-//! pages the guest re-dirties, measured checkpoint by checkpoint.
+//! The adaptive size (`docs/FORMAT.md` §2.5): how many pages the cache
+//! should hold to keep the pages the guest re-dirties, measured checkpoint
+//! by checkpoint.
 //!
 //! For a sample of PFNs (one in eight, chosen by a hash of the PFN, so a
 //! page is either always or never sampled) the sizer remembers the
