@@ -60,6 +60,8 @@ pub(crate) struct CacheIndex {
     fresh: u32,
     capacity: u32,
     sizer: Option<Sizer>,
+    /// Pages looked up (not seeded) since the last checkpoint ended.
+    uses: usize,
 }
 
 impl CacheIndex {
@@ -70,6 +72,7 @@ impl CacheIndex {
             fresh: 0,
             capacity: capacity as u32,
             sizer,
+            uses: 0,
         }
     }
 
@@ -99,6 +102,7 @@ impl CacheIndex {
 
     #[inline]
     fn use_page(&mut self, pfn: u64, seeded: bool) -> Lookup {
+        self.uses += !seeded as usize;
         if let Some(sizer) = &mut self.sizer {
             sizer.observe(pfn);
         }
@@ -152,9 +156,11 @@ impl DeltaCache {
     /// counted.
     pub(crate) fn with_policy(policy: CachePolicy, capacity: usize) -> DeltaCache {
         let capacity = capacity.clamp(1, MAX_CACHE_PAGES);
+        let mut arena = Arena::default();
+        arena.grow_to(capacity);
         DeltaCache {
             index: CacheIndex::new(policy, capacity, None),
-            arena: Arena::default(),
+            arena,
             policy,
             seeding: false,
         }
@@ -183,9 +189,15 @@ impl DeltaCache {
             }
         };
         let capacity = capacity.clamp(1, MAX_CACHE_PAGES);
+        // A fixed cache takes its memory now, as the original's did; an
+        // adaptive one as it grows.
+        let mut arena = Arena::default();
+        if sizer.is_none() {
+            arena.grow_to(capacity);
+        }
         DeltaCache {
             index: CacheIndex::new(policy, capacity, sizer),
-            arena: Arena::default(),
+            arena,
             policy,
             seeding: opts.seed_cache,
         }
@@ -278,7 +290,11 @@ impl DeltaCache {
     }
 
     /// Ends a checkpoint: with a budget, resizes the cache for the next
-    /// one. Returns the capacity.
+    /// one, then adds the segments that a compressed checkpoint as large as
+    /// this one would take fresh slots in, so that the next batch finds its
+    /// memory ready (backing fresh memory is slow; this runs on the compress
+    /// thread between checkpoints, while the guest runs). Returns the
+    /// capacity.
     pub(crate) fn end_checkpoint(&mut self) -> usize {
         let cap = self.capacity();
         let resident = self.len();
@@ -290,6 +306,8 @@ impl DeltaCache {
         {
             self.resize(next);
         }
+        let ahead = self.index.fresh as usize + std::mem::take(&mut self.index.uses);
+        self.arena.grow_to(ahead.min(self.capacity()));
         self.capacity()
     }
 
@@ -327,8 +345,8 @@ impl DeltaCache {
             }
             index.free = free;
             index.fresh = new as u32;
-            self.arena.shrink_to(new);
         }
+        self.arena.shrink_to(new);
         index.capacity = new as u32;
     }
 
