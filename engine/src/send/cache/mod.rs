@@ -189,7 +189,7 @@ impl DeltaCache {
             }
         };
         let capacity = capacity.clamp(1, MAX_CACHE_PAGES);
-        // A fixed cache takes its memory now, as the original's did; an
+        // A fixed cache takes its memory now, as a single arena did; an
         // adaptive one as it grows.
         let mut arena = Arena::default();
         if sizer.is_none() {
