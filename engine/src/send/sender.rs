@@ -265,10 +265,14 @@ impl<W: Write + Send + 'static> Sender<W> {
                 limit: self.limits.max_checkpoint_entries,
             });
         }
-        // The most this page can cost the backup's buffer.
+        // The most this page can cost the backup's buffer; the first page of
+        // a COMPRESSED_DATA chunk also brings the chunk's bookkeeping.
         let cost = match (page.is_some(), self.compressed) {
             (false, _) => 0,
             (true, false) => PAGE_SIZE as u64,
+            (true, true) if self.staging.is_empty() => {
+                MAX_ENCODED_LEN as u64 + crate::stream::CHUNK_COST
+            }
             (true, true) => MAX_ENCODED_LEN as u64,
         };
         if open.bytes + cost > self.limits.max_checkpoint_bytes {

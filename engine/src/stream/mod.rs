@@ -35,7 +35,7 @@ pub use error::StreamError;
 pub use frame::{EndFrame, FrameHead, Trailer, END_LEN, FRAME_HEAD_LEN, TRAILER_LEN};
 pub use header::{StreamHeader, HEADER_LEN, STREAM_MAGIC, STREAM_VERSION};
 pub use limits::Limits;
-pub(crate) use limits::TOOLSTACK_COST;
+pub(crate) use limits::{CHUNK_COST, TOOLSTACK_COST};
 pub use reader::{Event, StreamReader};
 pub use writer::StreamWriter;
 
