@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod conformance;
 pub mod demo;
+pub mod hostile;
 pub mod kernels;
 pub mod pipeline_bench;
 #[cfg(target_os = "linux")]
