@@ -6,16 +6,20 @@
 //! uncompressed with ENABLE_COMPRESSION, as a live migration's last
 //! iteration; every later epoch is a compressed checkpoint. In the same
 //! run, the memory floor reads both the new and the previous content of
-//! every dirty page. Phase 2 receives the stream from memory, timing the
-//! receiver alone, and compares each checkpoint's pages with the trace.
+//! every dirty page. Phase 2 receives the stream, timing the receiver
+//! alone, and compares each checkpoint's pages with the trace. The stream
+//! waits between the phases in an unnamed temporary file (in the page cache
+//! while memory allows), so that a long trace costs disk, not memory.
 
 use crate::pipeline_bench::peak_rss_bytes;
 use crate::replay::{replay, Checkpoint, Source, TraceSource};
+use crate::trace::TraceLimits;
 use crate::LabError;
 use ckpt_engine::{GuestMemory, Latency, PageBuf, Receiver, Sender, SenderOptions, SparseMemory};
 use ckpt_simd::{Codec, PAGE_SIZE};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::io::{BufWriter, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -103,17 +107,21 @@ pub struct BenchReport {
     pub peak_rss_bytes: u64,
 }
 
+/// Where the bench's stream waits between its phases.
+type Spool = BufWriter<std::fs::File>;
+
 /// Replays `trace` and measures it.
 pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchReport, LabError> {
     // Phase 1: send.
-    let mut source = TraceSource::open(trace)?;
+    let mut source = TraceSource::open_with_limits(trace, TraceLimits::for_receiver(&opts.limits))?;
     let meta: serde_json::Value = serde_json::from_str(source.reader().meta()).unwrap_or_default();
     let guest_pages = source.guest_pages();
     let opts = SenderOptions {
         guest_pages,
         ..opts.clone()
     };
-    let mut sender = Sender::new(Vec::new(), codec, &opts)?;
+    let spool = tempfile::tempfile()?;
+    let mut sender = Sender::new(BufWriter::with_capacity(1 << 20, spool), codec, &opts)?;
     let mut floor = Duration::ZERO;
     let mut floor_copies = Duration::ZERO;
     let mut floor_sink = 0u64;
@@ -151,12 +159,14 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
         evict_both(sender, &mut evict)
     })?;
     std::hint::black_box(floor_sink);
-    let (stream, sent, lat) = sender.finish()?;
+    let (spool, sent, lat) = sender.finish()?;
+    let mut stream = spool.into_inner().map_err(|e| e.into_error())?;
+    stream.seek(SeekFrom::Start(0))?;
 
     // Phase 2: receive and verify.
-    let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
+    let mut rx = Receiver::new(stream, opts.limits.clone(), codec)?;
     let mut memory = SparseMemory::new(guest_pages);
-    let mut source = TraceSource::open(trace)?;
+    let mut source = TraceSource::open_with_limits(trace, TraceLimits::for_receiver(&opts.limits))?;
     let mut verified = true;
     let mut receive = Duration::ZERO;
     let mut index = 0u64;
@@ -230,7 +240,7 @@ pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<BenchRepo
 /// evicted on both cores first. Also returns the same read over contiguous
 /// copies of both contents.
 fn floor_in_place(
-    sender: &mut Sender<Vec<u8>>,
+    sender: &mut Sender<Spool>,
     cp: &Checkpoint,
     evict: &mut [u8],
 ) -> Result<(Duration, u64, Duration), LabError> {
@@ -274,7 +284,7 @@ fn floor_in_place(
 
 /// Evicts the caches of the compress thread's core (its private levels)
 /// and then of this one (its own and the shared last level).
-fn evict_both(sender: &mut Sender<Vec<u8>>, evict: &mut [u8]) -> Result<(), LabError> {
+fn evict_both(sender: &mut Sender<Spool>, evict: &mut [u8]) -> Result<(), LabError> {
     sender.inspect(|_| {
         let mut private = vec![1u8; 8 << 20];
         evict_caches(&mut private);

@@ -4,6 +4,7 @@
 //! backup is compared with the trace's memory.
 
 use crate::replay::{replay, Source, TraceSource};
+use crate::trace::TraceLimits;
 use crate::LabError;
 use ckpt_engine::{
     Codec, GuestMemory, Latencies, Limits, Receiver, SendStats, Sender, SenderOptions, SparseMemory,
@@ -32,7 +33,7 @@ pub struct DemoReport {
 /// Replicates `trace` over loopback TCP.
 pub fn run(trace: &Path, codec: Codec, opts: &SenderOptions) -> Result<DemoReport, LabError> {
     let wall = Instant::now();
-    let mut source = TraceSource::open(trace)?;
+    let mut source = TraceSource::open_with_limits(trace, TraceLimits::for_receiver(&opts.limits))?;
     let opts = SenderOptions {
         guest_pages: source.guest_pages(),
         ..opts.clone()

@@ -53,6 +53,15 @@ pub enum RecordError {
     /// The target did not stop in time.
     #[error("process {0} did not stop within a second")]
     NotStopped(i32),
+    /// The target is the recorder itself or one of its ancestors, which
+    /// stopping would stop the recorder too; or not a process id at all.
+    #[error("cannot record process {pid}: {why}")]
+    BadTarget {
+        /// The process.
+        pid: i32,
+        /// Why not.
+        why: &'static str,
+    },
     /// Signalling the target failed.
     #[error("cannot signal process {pid}: {source}")]
     Signal {
@@ -229,6 +238,39 @@ fn writable_regions_from_text(pid: i32) -> Result<Vec<Region>, RecordError> {
         });
     }
     Ok(out)
+}
+
+/// The parent of `pid`, from /proc (`None` for the root or a process gone).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields resume after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Refuses a target the recorder must not stop: a pid that is not a
+/// process id (0 and negative ids name process groups: `kill` would stop
+/// the recorder's own group or every process it may signal), the
+/// recorder itself, and its ancestors (stopping one would leave the
+/// recorder waiting on a stopped parent, or stop it with its group).
+pub fn check_target(pid: i32) -> Result<(), RecordError> {
+    let bad = |why| Err(RecordError::BadTarget { pid, why });
+    if pid <= 0 {
+        return bad("not a process id");
+    }
+    let mut p = std::process::id() as i32;
+    if pid == p {
+        return bad("it is the recorder itself");
+    }
+    // The chain ends at pid 1 (or 0 above the root of a PID namespace).
+    for _ in 0..4096 {
+        match parent_of(p) {
+            Some(parent) if parent == pid => return bad("it is an ancestor of the recorder"),
+            Some(parent) if parent > 0 => p = parent,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// `pid` and, when `children`, every descendant.
@@ -530,6 +572,7 @@ impl Recorder {
         children: bool,
         run: Duration,
     ) -> Result<Option<EpochStats>, RecordError> {
+        check_target(root)?;
         let pids = process_tree(root, children);
         let t = Instant::now();
         for &p in &pids {

@@ -93,7 +93,10 @@ pub fn record(
     progress: &mut dyn FnMut(&EpochStats, Duration),
 ) -> Result<RecordReport, LabError> {
     let target = match args.pid {
-        Some(pid) => Target { pid, child: None },
+        Some(pid) => {
+            crate::record::check_target(pid)?;
+            Target { pid, child: None }
+        }
         None => {
             let (cmd, rest) = args
                 .command

@@ -2,7 +2,7 @@
 //! a synthetic guest, and the one loop that feeds them to a [`Sender`].
 
 use crate::synth::Scenario;
-use crate::trace::{TraceError, TraceReader};
+use crate::trace::{TraceError, TraceLimits, TraceReader};
 use crate::LabError;
 use ckpt_engine::{PageBuf, PageType, SendError, Sender};
 use std::io::{Read, Write};
@@ -43,6 +43,8 @@ pub trait Source {
 pub struct TraceSource<R: Read> {
     reader: TraceReader<R>,
     first: bool,
+    /// The file, for error messages.
+    path: String,
 }
 
 impl<R: Read> TraceSource<R> {
@@ -51,6 +53,7 @@ impl<R: Read> TraceSource<R> {
         TraceSource {
             reader,
             first: true,
+            path: "trace".into(),
         }
     }
 
@@ -61,10 +64,19 @@ impl<R: Read> TraceSource<R> {
 }
 
 impl TraceSource<std::fs::File> {
-    /// Opens a trace file.
+    /// Opens a trace file, with the default limits.
     pub fn open(path: &std::path::Path) -> Result<Self, LabError> {
-        let reader = TraceReader::open(path).map_err(|e| LabError::trace(path, e))?;
-        Ok(TraceSource::new(reader))
+        TraceSource::open_with_limits(path, TraceLimits::default())
+    }
+
+    /// Opens a trace file whose epochs go to a backup with `limits`.
+    pub fn open_with_limits(path: &std::path::Path, limits: TraceLimits) -> Result<Self, LabError> {
+        let reader =
+            TraceReader::open_with_limits(path, limits).map_err(|e| LabError::trace(path, e))?;
+        Ok(TraceSource {
+            path: path.display().to_string(),
+            ..TraceSource::new(reader)
+        })
     }
 }
 
@@ -78,7 +90,7 @@ impl<R: Read> Source for TraceSource<R> {
             .reader
             .next_epoch()
             .map_err(|e: TraceError| LabError::Trace {
-                path: String::new(),
+                path: self.path.clone(),
                 source: e,
             })?
         else {
