@@ -968,6 +968,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_recorder_refuses_itself_its_ancestors_and_process_groups() {
+        let me = std::process::id() as i32;
+        let parent = parent_of(me).expect("a parent");
+        for pid in [me, parent, 0, -1, -me] {
+            assert!(
+                matches!(check_target(pid), Err(RecordError::BadTarget { .. })),
+                "pid {pid}"
+            );
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let checked = check_target(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(checked.is_ok(), "{checked:?}");
+    }
+
+    #[test]
     fn the_maps_query_and_the_maps_text_agree() {
         let pid = std::process::id() as i32;
         let Some(first) = writable_regions_by_query(pid) else {

@@ -6,8 +6,8 @@ use crate::replay::{replay, Source};
 use crate::LabError;
 use ckpt_engine::stream::Event;
 use ckpt_engine::{
-    CheckpointInfo, Codec, ImageFile, Limits, ReceiveError, Receiver, SendStats, Sender,
-    SenderOptions, SparseMemory, StreamError, StreamHeader,
+    CheckpointInfo, Codec, GuestMemory, ImageFile, Limits, ReceiveError, Receiver, SendStats,
+    Sender, SenderOptions, SparseMemory, StreamError, StreamHeader,
 };
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -90,15 +90,20 @@ pub fn restore(
     codec: Codec,
     each: &mut dyn FnMut(&CheckpointInfo) -> std::io::Result<()>,
 ) -> Result<RestoreReport, LabError> {
-    let existing = ImageFile::existing_pages(image).map_err(LabError::Io)?;
-    let pages = match (existing, size) {
+    // An existing image is opened (and checked) first: its size decides.
+    let existing = match ImageFile::existing_pages(image).map_err(LabError::Io)? {
+        Some(_) => Some(ImageFile::open_existing(image).map_err(LabError::Io)?),
+        None => None,
+    };
+    let have = existing.as_ref().map(|m| m.pages());
+    let pages = match (have, size) {
         (Some(have), ImageSize::Pages(want)) if have != want => {
             return Err(LabError::Invalid(format!(
                 "{} holds {have} pages, not the {want} asked for",
                 image.display()
             )))
         }
-        (Some(have), _) | (None, ImageSize::Pages(have)) => Some(have),
+        (Some(n), _) | (None, ImageSize::Pages(n)) => Some(n),
         (None, ImageSize::Configured) => None,
     };
     // The receiver refuses a header claiming more than the image holds,
@@ -108,7 +113,7 @@ pub fn restore(
         ..limits
     };
     let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
-    let mut rx = match (Receiver::new(file, limits, codec), existing) {
+    let mut rx = match (Receiver::new(file, limits, codec), have) {
         (Err(ReceiveError::Stream(StreamError::GuestTooLarge { guest_pages, .. })), Some(have)) => {
             return Err(LabError::Invalid(format!(
                 "{} holds {have} pages; the stream is for a guest of {guest_pages}",
@@ -117,12 +122,11 @@ pub fn restore(
         }
         (rx, _) => rx?,
     };
-    let mut memory = match pages {
-        Some(_) if existing.is_some() => ImageFile::open_existing(image),
-        Some(n) => ImageFile::create(image, n),
-        None => ImageFile::create(image, rx.guest_pages()),
-    }
-    .map_err(LabError::Io)?;
+    let mut memory = match (existing, pages) {
+        (Some(m), _) => m,
+        (None, Some(n)) => ImageFile::create(image, n).map_err(LabError::Io)?,
+        (None, None) => ImageFile::create(image, rx.guest_pages()).map_err(LabError::Io)?,
+    };
     image_accepts_stream(&memory, rx.header())?;
     let mut report = RestoreReport::new();
     loop {
