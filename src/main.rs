@@ -62,7 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Record(a) => commands::record::run(&ctx, a),
         Command::Bench(a) => commands::bench::run(&ctx, a),
         Command::BenchPipeline(a) => commands::pipeline::run(&ctx, a),
-        Command::RssPart(a) => commands::pipeline::part(a),
+        Command::RssPart(a) => commands::pipeline::part(&ctx, a),
         Command::Conformance(a) => commands::conformance::run(&ctx, a),
         Command::Kernels(a) => commands::kernels::run(&ctx, a),
     }

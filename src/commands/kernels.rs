@@ -34,6 +34,11 @@ pub struct Args {
 
 /// Lists or measures the kernels.
 pub fn run(_ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    // A kernel this CPU lacks is an error here as everywhere, listing or not.
+    let forced = match args.kernel {
+        Some(k) => Some(Codec::new(k).map_err(|e| Usage(e.to_string()))?),
+        None => None,
+    };
     if !args.bench {
         let best = Kernel::best();
         for k in Kernel::ALL {
@@ -47,8 +52,8 @@ pub fn run(_ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let codecs = match args.kernel {
-        Some(k) => vec![Codec::new(k).map_err(|e| Usage(e.to_string()))?],
+    let codecs = match forced {
+        Some(c) => vec![c],
         None => kernels::supported(),
     };
     let result = kernels::bench(

@@ -86,7 +86,7 @@ pub struct Tuning {
     #[arg(long, value_parser = parse_kernel)]
     pub kernel: Option<Kernel>,
     /// Compression threads, overriding the config (0: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::config::parse_threads)]
     pub threads: Option<usize>,
 }
 

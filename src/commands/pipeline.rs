@@ -3,6 +3,7 @@
 use super::Context;
 use ckpt_engine::{Codec, Kernel};
 use ckpt_lab::pipeline_bench;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,7 +42,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.kernel)?;
     let reps = args.reps as usize;
     let exe = std::env::current_exe()?;
-    let f = pipeline_bench::measure(codec, reps, &exe, |s| eprintln!("measuring {s}"))?;
+    // The memory parts run in child processes with this configuration.
+    let mut config = tempfile::NamedTempFile::new()?;
+    config.write_all(toml::to_string(&ctx.config)?.as_bytes())?;
+    let f = pipeline_bench::measure(codec, reps, &exe, config.path(), |s| {
+        eprintln!("measuring {s}")
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&f)?);
         return Ok(ExitCode::SUCCESS);
@@ -72,22 +78,32 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         mib(f.receiver_largest_checkpoint)
     );
     println!(
-        "receiver peak RSS on a stream claiming a 64 MiB chunk: {:.1} MiB",
+        "receiver peak RSS on a stream claiming a {:.0} MiB chunk: {:.1} MiB",
+        mib(ctx.config.receiver.max_chunk_bytes),
         mib(f.hostile_peak_rss)
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs one memory part in this process and prints its figures.
-pub fn part(args: PartArgs) -> anyhow::Result<ExitCode> {
+/// Runs one memory part in this process, with the configured receiver
+/// limits, and prints its figures.
+pub fn part(ctx: &Context, args: PartArgs) -> anyhow::Result<ExitCode> {
     let codec = Codec::new(args.kernel)?;
+    let limits = &ctx.config.receiver;
     match args.part.as_str() {
-        "sender" => println!("{}", pipeline_bench::rss_sender(codec, 2, &args.stream)?),
+        "sender" => println!(
+            "{}",
+            pipeline_bench::rss_sender(codec, 2, &args.stream, limits)?
+        ),
         "receiver" => {
-            let (peak, largest) = pipeline_bench::rss_receiver(codec, &args.stream, &args.image)?;
+            let (peak, largest) =
+                pipeline_bench::rss_receiver(codec, &args.stream, &args.image, limits)?;
             println!("{peak} {largest}");
         }
-        "hostile" => println!("{}", pipeline_bench::rss_hostile(codec, &args.image)?),
+        "hostile" => println!(
+            "{}",
+            pipeline_bench::rss_hostile(codec, &args.image, limits)?
+        ),
         other => anyhow::bail!("unknown part {other}"),
     }
     let _ = std::fs::remove_file(&args.image);

@@ -4,8 +4,10 @@ use super::{Context, Tuning};
 use anyhow::Context as _;
 use ckpt_engine::Kernel;
 use ckpt_lab::replay::{Source, TraceSource};
-use ckpt_lab::streams::RestoreReport;
+use ckpt_lab::streams::{ImageSize, RestoreReport};
 use ckpt_lab::synth::Scenario;
+use ckpt_lab::trace::TraceLimits;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,9 +37,15 @@ pub struct CompressArgs {
 pub struct RestoreArgs {
     /// Stream file to read.
     stream: PathBuf,
-    /// Raw guest image (created or grown to the guest's size).
+    /// Raw guest image. An existing image keeps its size; a new one is
+    /// created with --guest-pages pages, or else the stream's guest size if
+    /// it is within [receiver] max_guest_pages. A stream for a larger guest
+    /// is refused.
     #[arg(long)]
     image: PathBuf,
+    /// Pages of the image (an existing image must have exactly these).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 28))]
+    guest_pages: Option<u64>,
     /// Page kernel, overriding the config.
     #[arg(long, value_parser = super::parse_kernel)]
     kernel: Option<Kernel>,
@@ -55,7 +63,10 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
     let opts = ctx.sender_options(&args.tuning, 1);
     let mut source: Box<dyn Source> = match &args.trace {
-        Some(t) => Box::new(TraceSource::open(t)?),
+        Some(t) => Box::new(TraceSource::open_with_limits(
+            t,
+            TraceLimits::for_receiver(&ctx.config.receiver),
+        )?),
         None => Box::new(Scenario::new(SYNTH_GUEST_PAGES, 0xDE70, &SYNTH_SEQUENCE)),
     };
     let s = ckpt_lab::streams::compress(source.as_mut(), &args.output, codec, &opts)
@@ -82,15 +93,12 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
 fn finish(r: &RestoreReport, holder: &str) -> ExitCode {
     match (&r.error, r.complete) {
         (None, true) => {
-            println!(
-                "stream complete: {} checkpoints verified",
-                r.committed.len()
-            );
+            println!("stream complete: {} checkpoints verified", r.checkpoints);
             ExitCode::SUCCESS
         }
         (Some(e), _) => {
             eprintln!("ckpt: {e}");
-            match r.committed.last() {
+            match &r.last {
                 Some(info) => eprintln!("{holder} checkpoint {}, the last complete one", info.seq),
                 None => eprintln!("{holder} no checkpoint of this stream"),
             }
@@ -103,18 +111,24 @@ fn finish(r: &RestoreReport, holder: &str) -> ExitCode {
 /// Commits a stream file to an image.
 pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.kernel)?;
+    let size = args
+        .guest_pages
+        .map_or(ImageSize::Configured, ImageSize::Pages);
+    let mut out = std::io::stdout().lock();
     let r = ckpt_lab::streams::restore(
         &args.stream,
         &args.image,
+        size,
         ctx.config.receiver.clone(),
         codec,
+        &mut |info| {
+            writeln!(
+                out,
+                "checkpoint {} verified and committed: {} pages ({} full, {} delta, {} empty)",
+                info.seq, info.data_pages, info.full, info.delta, info.empty
+            )
+        },
     )?;
-    for info in &r.committed {
-        println!(
-            "checkpoint {} verified and committed: {} pages ({} full, {} delta, {} empty)",
-            info.seq, info.data_pages, info.full, info.delta, info.empty
-        );
-    }
     Ok(finish(&r, &format!("{} holds", args.image.display())))
 }
 
