@@ -160,6 +160,22 @@ pub fn max_threads() -> u64 {
     4 * cores()
 }
 
+/// Parses a working set in MiB for clap (`kernels --mib`): 1 to half this
+/// machine's memory, at most 64 GiB.
+pub fn parse_working_set_mib(s: &str) -> Result<u64, String> {
+    let v: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    let half = (host_pages() * PAGE_SIZE as u64 / 2) >> 20;
+    in_range(
+        "--mib",
+        v,
+        1,
+        half.clamp(1, 65536),
+        " (half this machine's memory)",
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
 /// Parses `--threads` for clap: 0 (one per core) to [`max_threads`].
 pub fn parse_threads(s: &str) -> Result<usize, String> {
     let v: u64 = s.parse().map_err(|e| format!("{e}"))?;
@@ -341,6 +357,11 @@ mod tests {
         assert!(Config::parse("[engine]\nthreads = -1").is_err());
         assert!(Config::parse("[record]\nepoch_ms = 18446744073709551616").is_err());
         assert_eq!(parse_threads("0"), Ok(0));
+        assert_eq!(parse_working_set_mib("1"), Ok(1));
+        assert!(parse_working_set_mib("0")
+            .unwrap_err()
+            .contains("--mib = 0"));
+        assert!(parse_working_set_mib("65537").is_err());
         assert!(parse_threads(&(max_threads() + 1).to_string())
             .unwrap_err()
             .contains("--threads"));

@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, requires = "bench")]
     json: bool,
     /// Working set in MiB (both pages of every pair).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, default_value_t = 64, value_parser = crate::config::parse_working_set_mib)]
     mib: u64,
     /// Repetitions per figure (the median is reported).
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..=1000))]

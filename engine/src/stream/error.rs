@@ -40,7 +40,7 @@ pub enum StreamError {
         found: u32,
     },
     /// A header field is wrong.
-    #[error("bad stream header: {field}")]
+    #[error("bad stream header (offset 0, 56 bytes): {field}")]
     BadHeader {
         /// The field.
         field: &'static str,
