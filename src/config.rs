@@ -1,8 +1,14 @@
 //! The tool's settings, read from a TOML file (see `ckpt.example.toml`).
-//! Unknown keys are errors, so a misspelt setting never goes unnoticed.
+//! Unknown keys are errors, so a misspelt setting never goes unnoticed, and
+//! every number is checked against a range derived from the format, this
+//! machine's memory and cores, so that a wrong value is an error naming the
+//! key, the value and the range, never a panic, an abort or a hang. A file
+//! larger than [`MAX_CONFIG_BYTES`] is refused before it is read.
 
-use ckpt_engine::{CachePolicy, Limits, SuperpagePolicy};
+use ckpt_engine::page::PFN_LIMIT;
+use ckpt_engine::{CachePolicy, Limits, SuperpagePolicy, MAX_CACHE_PAGES, PAGE_SIZE};
 use serde::{Deserialize, Serialize};
+use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 use thiserror::Error;
@@ -135,6 +141,9 @@ mod policy_name {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReceiverConfig {
+    /// Largest guest a stream may claim, in pages; a larger one is refused
+    /// at its header, before anything is allocated or created.
+    pub max_guest_pages: u64,
     /// Largest COMPRESSED_DATA payload accepted, in bytes.
     pub max_chunk_bytes: u64,
     /// Largest checkpoint accepted, in bytes buffered.
@@ -151,6 +160,7 @@ impl Default for ReceiverConfig {
     fn default() -> Self {
         let l = Limits::default();
         ReceiverConfig {
+            max_guest_pages: l.max_guest_pages,
             max_chunk_bytes: l.max_chunk_bytes,
             max_checkpoint_bytes: l.max_checkpoint_bytes,
             max_checkpoint_entries: l.max_checkpoint_entries,
@@ -164,6 +174,7 @@ impl ReceiverConfig {
     /// The limits the engine's reader enforces.
     pub fn limits(&self) -> Limits {
         Limits {
+            max_guest_pages: self.max_guest_pages,
             max_chunk_bytes: self.max_chunk_bytes,
             max_checkpoint_bytes: self.max_checkpoint_bytes,
             max_checkpoint_entries: self.max_checkpoint_entries,
@@ -186,8 +197,12 @@ impl Default for RecordConfig {
     }
 }
 
+/// Largest configuration file read (the example is 1 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// A configuration file that could not be used.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}")]
@@ -198,33 +213,218 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML for this schema.
-    #[error("invalid config {path}")]
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("config {path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The file is not valid TOML for this schema, or a value is out of
+    /// its range.
+    #[error("invalid config {path}: {message}")]
     Parse {
         /// The file.
         path: String,
-        /// What is wrong, with its line and column.
-        #[source]
-        source: toml::de::Error,
+        /// What is wrong, with its line or its key.
+        message: String,
     },
 }
 
+/// A number outside the range its key allows.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{key} = {value} is outside {min}..={max}{why}")]
+pub struct OutOfRange {
+    /// The key, with its table (`engine.threads`) or the flag (`--threads`).
+    pub key: String,
+    /// The value given.
+    pub value: u128,
+    /// Smallest allowed.
+    pub min: u64,
+    /// Largest allowed.
+    pub max: u64,
+    /// Where the bound comes from, if not from the format.
+    pub why: &'static str,
+}
+
+/// Checks `value` of `key` against `min..=max`.
+fn in_range(
+    key: &str,
+    value: impl Into<u128>,
+    min: u64,
+    max: u64,
+    why: &'static str,
+) -> Result<(), OutOfRange> {
+    let value = value.into();
+    if (min as u128..=max as u128).contains(&value) {
+        return Ok(());
+    }
+    Err(OutOfRange {
+        key: key.into(),
+        value,
+        min,
+        max,
+        why,
+    })
+}
+
+/// Bytes of memory of this machine (MemTotal), if known.
+fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Pages of memory of this machine; without /proc, the format's bound.
+fn host_pages() -> u64 {
+    host_memory_bytes().map_or(PFN_LIMIT, |b| b / PAGE_SIZE as u64)
+}
+
+/// Cores this process may run on.
+fn cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+/// Most compression threads: four per core (0 means one per core).
+pub fn max_threads() -> u64 {
+    4 * cores()
+}
+
+/// Parses a working set in MiB for clap (`kernels --mib`): 1 to half this
+/// machine's memory, at most 64 GiB.
+pub fn parse_working_set_mib(s: &str) -> Result<u64, String> {
+    let v: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    let half = (host_pages() * PAGE_SIZE as u64 / 2) >> 20;
+    in_range(
+        "--mib",
+        v,
+        1,
+        half.clamp(1, 65536),
+        " (half this machine's memory)",
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Parses `--threads` for clap: 0 (one per core) to [`max_threads`].
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let v: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    in_range("--threads", v, 0, max_threads(), " (four per core)").map_err(|e| e.to_string())?;
+    Ok(v as usize)
+}
+
 impl Config {
-    /// Reads and parses a configuration file.
+    /// Reads and parses a configuration file of at most
+    /// [`MAX_CONFIG_BYTES`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let io = |source| ConfigError::Io {
             path: path.display().to_string(),
             source,
-        })?;
-        Config::parse(&text).map_err(|source| ConfigError::Parse {
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.is_dir() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "is a directory",
+            )));
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.display().to_string(),
+                limit: MAX_CONFIG_BYTES,
+            });
+        }
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.display().to_string(),
-            source,
+            message,
         })
     }
 
-    /// Parses configuration text.
-    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses configuration text and checks every value's range.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// Checks every number against its range.
+    pub fn check(&self) -> Result<(), OutOfRange> {
+        let (e, r) = (&self.engine, &self.receiver);
+        let host = host_pages();
+        in_range(
+            "engine.threads",
+            e.threads as u64,
+            0,
+            max_threads(),
+            " (four per core)",
+        )?;
+        // An adaptive cache is bounded by its budget instead.
+        if let CacheSize::Pages(n) = e.cache_pages {
+            in_range(
+                "engine.cache_pages",
+                n as u64,
+                1,
+                (MAX_CACHE_PAGES as u64).min(host / 2),
+                " (half this machine's memory)",
+            )?;
+        }
+        in_range(
+            "engine.cache_budget_mib",
+            e.cache_budget_mib,
+            1,
+            (host / 2) >> 8,
+            " (half this machine's memory)",
+        )?;
+        in_range(
+            "engine.ring_pages",
+            e.ring_pages as u64,
+            1,
+            (1 << 20u64).min(host / 4),
+            " (a quarter of this machine's memory, at most 2^20)",
+        )?;
+        in_range("record.epoch_ms", self.record.epoch_ms, 1, 60_000, "")?;
+        in_range(
+            "receiver.max_guest_pages",
+            r.max_guest_pages,
+            1,
+            PFN_LIMIT,
+            "",
+        )?;
+        in_range(
+            "receiver.max_checkpoint_bytes",
+            r.max_checkpoint_bytes,
+            PAGE_SIZE as u64,
+            host.saturating_mul(PAGE_SIZE as u64),
+            " (this machine's memory)",
+        )?;
+        in_range(
+            "receiver.max_chunk_bytes",
+            r.max_chunk_bytes,
+            1,
+            host.saturating_mul(PAGE_SIZE as u64),
+            " (this machine's memory)",
+        )?;
+        in_range(
+            "receiver.max_checkpoint_entries",
+            r.max_checkpoint_entries,
+            1,
+            PFN_LIMIT,
+            "",
+        )?;
+        in_range(
+            "receiver.max_toolstack_chunks",
+            r.max_toolstack_chunks,
+            0,
+            1 << 20,
+            "",
+        )?;
+        Ok(())
     }
 }
 
@@ -248,6 +448,92 @@ mod tests {
         assert_eq!(c.engine.ring_pages, 8196);
         assert_eq!(c.engine.kernel, "avx2");
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key_the_value_and_the_range() {
+        for (text, key) in [
+            (
+                "[engine]\ncache_pages = 5000000000",
+                "engine.cache_pages = 5000000000",
+            ),
+            (
+                "[engine]\ncache_pages = 0",
+                "engine.cache_pages = 0 is outside 1..=",
+            ),
+            (
+                "[engine]\nring_pages = 4294967296000",
+                "engine.ring_pages = 4294967296000",
+            ),
+            ("[engine]\nring_pages = 0", "engine.ring_pages = 0"),
+            (
+                "[engine]\ncache_budget_mib = 0",
+                "engine.cache_budget_mib = 0 is outside 1..=",
+            ),
+            (
+                "[engine]\nthreads = 100000",
+                "engine.threads = 100000 is outside 0..=",
+            ),
+            (
+                "[record]\nepoch_ms = 18446744073709551615",
+                "record.epoch_ms = 18446744073709551615 is outside 1..=60000",
+            ),
+            ("[record]\nepoch_ms = 0", "record.epoch_ms = 0"),
+            (
+                "[receiver]\nmax_guest_pages = 1099511627776",
+                "receiver.max_guest_pages = 1099511627776 is outside 1..=268435456",
+            ),
+            (
+                "[receiver]\nmax_chunk_bytes = 0",
+                "receiver.max_chunk_bytes = 0 is outside 1..=",
+            ),
+            (
+                "[receiver]\nmax_checkpoint_bytes = 4095",
+                "receiver.max_checkpoint_bytes = 4095 is outside 4096..=",
+            ),
+            (
+                "[receiver]\nmax_checkpoint_entries = 0",
+                "receiver.max_checkpoint_entries = 0",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // A negative number or one past u64 is TOML's or serde's to refuse.
+        assert!(Config::parse("[engine]\nthreads = -1").is_err());
+        assert!(Config::parse("[record]\nepoch_ms = 18446744073709551616").is_err());
+        assert_eq!(parse_threads("0"), Ok(0));
+        assert_eq!(parse_working_set_mib("1"), Ok(1));
+        assert!(parse_working_set_mib("0")
+            .unwrap_err()
+            .contains("--mib = 0"));
+        assert!(parse_working_set_mib("65537").is_err());
+        assert!(parse_threads(&(max_threads() + 1).to_string())
+            .unwrap_err()
+            .contains("--threads"));
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_CONFIG_BYTES as usize + 1)).unwrap();
+        assert!(matches!(
+            Config::load(&big),
+            Err(ConfigError::TooLarge { .. })
+        ));
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "#".repeat(MAX_CONFIG_BYTES as usize)).unwrap();
+        assert_eq!(Config::load(&ok).unwrap(), Config::default());
+        assert!(matches!(
+            Config::load(dir.path()),
+            Err(ConfigError::Io { .. })
+        ));
+        #[cfg(target_os = "linux")]
+        assert!(matches!(
+            Config::load(Path::new("/dev/zero")),
+            Err(ConfigError::TooLarge { .. })
+        ));
     }
 
     #[test]

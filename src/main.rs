@@ -80,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recv(a) => commands::recv::run(&ctx, a),
         Command::Bench(a) => commands::bench::run(&ctx, a),
         Command::BenchPipeline(a) => commands::pipeline::run(&ctx, a),
-        Command::RssPart(a) => commands::pipeline::part(a),
+        Command::RssPart(a) => commands::pipeline::part(&ctx, a),
         Command::Conformance(a) => commands::conformance::run(&ctx, a),
         Command::Kernels(a) => commands::kernels::run(&ctx, a),
     }

@@ -633,3 +633,24 @@ fn bad_headers_and_small_memory() {
         ReceiveError::Stream(StreamError::Truncated { .. })
     ));
 }
+
+#[test]
+fn a_guest_larger_than_the_backup_accepts_is_refused_at_the_header() {
+    let s = checkpoint0();
+    let small = ReceiverConfig {
+        max_guest_pages: GUEST - 1,
+        ..limits()
+    };
+    assert!(matches!(
+        Receiver::new(&s.0[..], small, Codec::best()).err().unwrap(),
+        ReceiveError::Stream(StreamError::GuestTooLarge {
+            guest_pages: GUEST,
+            limit
+        }) if limit == GUEST - 1
+    ));
+    let exact = ReceiverConfig {
+        max_guest_pages: GUEST,
+        ..limits()
+    };
+    assert!(Receiver::new(&s.0[..], exact, Codec::best()).is_ok());
+}

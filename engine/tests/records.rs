@@ -634,6 +634,7 @@ fn each_rule_broken_once() {
 fn limits_are_checked_before_anything_is_read() {
     let limits = Limits {
         max_chunk_bytes: 1 << 16,
+        max_guest_pages: 1 << 20,
         max_checkpoint_bytes: 1 << 20,
         max_checkpoint_entries: 4,
         max_toolstack_chunks: 1,
@@ -670,5 +671,18 @@ fn limits_are_checked_before_anything_is_read() {
     assert!(matches!(
         run(&b.end()),
         StreamError::TooManyToolstackChunks { limit: 1, .. }
+    ));
+    // A guest larger than the backup accepts: refused at the stream's
+    // start, before anything is sized by it.
+    let small = Limits {
+        max_guest_pages: 7,
+        ..limits.clone()
+    };
+    assert!(matches!(
+        Receiver::new(&Build::new(8).end()[..], small, Codec::best()),
+        Err(ReceiveError::Stream(StreamError::GuestTooLarge {
+            guest_pages: 8,
+            limit: 7
+        }))
     ));
 }

@@ -6,11 +6,14 @@
 //! uncompressed with ENABLE_COMPRESSION, as a live migration's last
 //! iteration; every later epoch is a compressed checkpoint. In the same
 //! run, the memory floor reads both the new and the previous content of
-//! every dirty page. Phase 2 receives the stream from memory, timing the
-//! receiver alone, and compares each checkpoint's pages with the trace.
+//! every dirty page. Phase 2 receives the stream, timing the receiver
+//! alone, and compares each checkpoint's pages with the trace. The stream
+//! waits between the phases in an unnamed temporary file (in the page cache
+//! while memory allows), so that a long trace costs disk, not memory.
 
 use crate::figures::{peak_rss_bytes, reset_peak_rss, Quantiles, Rate, Ratios};
 use crate::replay::{replay_observed, send_checkpoint, Checkpoint, Source, TraceSource};
+use crate::trace::TraceLimits;
 use crate::LabError;
 use ckpt_engine::{
     GuestMemory, PageBuf, Receiver, SendStats, Sender, SenderOptions, SuperpagePolicy,
@@ -19,6 +22,7 @@ use ckpt_engine::{
 use ckpt_simd::{Codec, PAGE_SIZE};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use std::io::{BufWriter, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -178,6 +182,10 @@ pub struct BenchReport {
     pub superpages: Option<SuperpageReport>,
 }
 
+/// Where the bench's stream waits between its phases: a file, so that a
+/// long trace's stream never has to fit in memory.
+type Spool = BufWriter<std::fs::File>;
+
 /// The figures of the sender without the zstd stage, run in lockstep.
 #[derive(Debug, Serialize)]
 pub struct Baseline {
@@ -234,19 +242,20 @@ pub fn run(
     // This trace's peak, not the peak of whatever ran before it.
     let peak_rss_scope = if reset_peak_rss() { "trace" } else { "process" };
     // Phase 1: send.
-    let mut source = TraceSource::open(trace)?;
+    let mut source = TraceSource::open_with_limits(trace, TraceLimits::for_receiver(&opts.limits))?;
     let meta: serde_json::Value = serde_json::from_str(source.reader().meta()).unwrap_or_default();
     let guest_pages = source.guest_pages();
     let opts = SenderOptions {
         guest_pages,
         ..opts.clone()
     };
-    let mut sender = Sender::new(Vec::new(), codec, &opts)?;
+    let spool: Spool = BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
+    let mut sender = Sender::new(spool, codec, &opts)?;
     // With a zstd stage, the same checkpoints also go through a sender
     // without it, one after the other, to compare them in the same run.
     let mut baseline = match opts.zstd {
         Some(_) => Some(Sender::new(
-            Vec::new(),
+            std::io::sink(),
             codec,
             &SenderOptions {
                 zstd: None,
@@ -317,7 +326,7 @@ pub fn run(
         },
     )?;
     std::hint::black_box(floor_sink);
-    let (stream, sent, lat) = sender.finish()?;
+    let (spool, sent, lat) = sender.finish()?;
     let baseline = match baseline {
         Some(b) => {
             let (_, s, l) = b.finish()?;
@@ -334,9 +343,11 @@ pub fn run(
     }
 
     // Phase 2: receive and verify.
-    let mut rx = Receiver::new(&stream[..], opts.limits.clone(), codec)?;
+    let mut stream = spool.into_inner().map_err(|e| e.into_error())?;
+    stream.seek(SeekFrom::Start(0))?;
+    let mut rx = Receiver::new(stream, opts.limits.clone(), codec)?;
     let mut memory = BackupMemory::new(guest_pages, superpages)?;
-    let mut source = TraceSource::open(trace)?;
+    let mut source = TraceSource::open_with_limits(trace, TraceLimits::for_receiver(&opts.limits))?;
     let mut verified = true;
     let mut receive = Duration::ZERO;
     let mut index = 0u64;
@@ -474,7 +485,7 @@ impl BackupMemory {
 /// evicted on both cores first. Also returns the same read over contiguous
 /// copies of both contents.
 fn floor_in_place(
-    sender: &mut Sender<Vec<u8>>,
+    sender: &mut Sender<Spool>,
     cp: &Checkpoint,
     evict: &mut [u8],
 ) -> Result<(Duration, u64, Duration), LabError> {
@@ -518,7 +529,7 @@ fn floor_in_place(
 
 /// Evicts the caches of the compress thread's core (its private levels)
 /// and then of this one (its own and the shared last level).
-fn evict_both(sender: &mut Sender<Vec<u8>>, evict: &mut [u8]) -> Result<(), LabError> {
+fn evict_both(sender: &mut Sender<Spool>, evict: &mut [u8]) -> Result<(), LabError> {
     sender.inspect(|_| {
         let mut private = vec![1u8; 8 << 20];
         evict_caches(&mut private);

@@ -2,7 +2,7 @@
 //! the original's sizes and checks (a) every compressed output byte for byte
 //! and (b) that decoding the outputs gives back every input page.
 
-use crate::vectors::VectorReader;
+use crate::vectors::{VectorError, VectorLimits, VectorReader};
 use ckpt_engine::{CachePolicy, CompressOptions, Compressor, PageType};
 use ckpt_simd::{Codec, Page, PAGE_SIZE};
 use std::collections::HashMap;
@@ -63,7 +63,8 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         .trim_end_matches(".zst")
         .trim_end_matches(".vec")
         .to_string();
-    let mut reader = VectorReader::new(open_vector(path)?)?;
+    let limits = VectorLimits::default();
+    let mut reader = VectorReader::with_limits(open_vector(path)?, limits)?;
     // The original's cache: LRU, fixed size, empty at the start.
     let opts = CompressOptions {
         cache_pages: ORIGINAL_CACHE_PAGES,
@@ -114,6 +115,15 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         // (b) decode the original's bytes and check every input page.
         if result.failure.is_none() {
             result.failure = replay_receiver(index, &cp, &mut memory, codec);
+        }
+        if memory.len() as u64 > limits.max_pages {
+            return Err(VectorError::OverLimit {
+                checkpoint: index as u32,
+                what: "distinct pages",
+                found: memory.len() as u64,
+                limit: limits.max_pages,
+            }
+            .into());
         }
     }
     Ok(result)

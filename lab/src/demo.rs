@@ -7,6 +7,7 @@
 
 use crate::replay::{Source, TraceSource};
 use crate::replicate::{drive, DriveOptions, DriveReport};
+use crate::trace::TraceLimits;
 use crate::LabError;
 use ckpt_engine::replicate::{
     Backup, BackupEnd, BackupEvent, BackupOptions, Primary, PrimaryOptions,
@@ -114,7 +115,8 @@ fn same_as_trace(memory: &dyn GuestMemory, source: &TraceSource<std::fs::File>) 
 /// Replicates `trace` over loopback TCP.
 pub fn run(trace: &Path, codec: Codec, opts: &DemoOptions) -> Result<DemoReport, LabError> {
     let wall = Instant::now();
-    let mut source = TraceSource::open(trace)?;
+    let mut source =
+        TraceSource::open_with_limits(trace, TraceLimits::for_receiver(&opts.sender.limits))?;
     let guest_pages = source.guest_pages();
     let epoch = source.epoch();
     let sender = SenderOptions {

@@ -21,6 +21,7 @@ pub mod conformance;
 pub mod convert;
 pub mod demo;
 pub mod figures;
+pub mod hostile;
 pub mod kernels;
 pub mod pipeline_bench;
 #[cfg(target_os = "linux")]

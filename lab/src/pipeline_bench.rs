@@ -155,7 +155,12 @@ pub const RSS_GUEST: u64 = 1 << 16;
 /// every word changes (the largest output the format allows), and one of
 /// 20000 pages (ring overflow), written to `out`. Page contents are made on
 /// the fly into one buffer, so the guest itself takes no memory here.
-pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64, LabError> {
+pub fn rss_sender(
+    codec: Codec,
+    threads: usize,
+    out: &Path,
+    limits: &Limits,
+) -> Result<u64, LabError> {
     let opts = SenderOptions {
         compress: CompressOptions {
             cache_pages: 8192,
@@ -164,6 +169,7 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64, LabEr
             ..CompressOptions::default()
         },
         ring_pages: PAGES,
+        limits: limits.clone(),
         ..SenderOptions::new(RSS_GUEST)
     };
     let file = File::create(out).map_err(|e| LabError::file(out, e))?;
@@ -194,9 +200,14 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64, LabEr
 
 /// Receiver part: applies the sender part's stream to an image file.
 /// Returns the peak RSS and the largest checkpoint payload it buffered.
-pub fn rss_receiver(codec: Codec, stream: &Path, image: &Path) -> Result<(u64, u64), LabError> {
+pub fn rss_receiver(
+    codec: Codec,
+    stream: &Path,
+    image: &Path,
+    limits: &Limits,
+) -> Result<(u64, u64), LabError> {
     let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
-    let mut rx = Receiver::new(file, Limits::default(), codec)?;
+    let mut rx = Receiver::new(file, limits.clone(), codec)?;
     let mut memory =
         ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
     let mut largest = 0;
@@ -209,7 +220,7 @@ pub fn rss_receiver(codec: Codec, stream: &Path, image: &Path) -> Result<(u64, u
 /// Hostile part: a stream whose header, batches and chunk lengths claim the
 /// most the limits allow, with almost no bytes behind them. Returns the
 /// peak RSS after the receiver rejected it.
-pub fn rss_hostile(codec: Codec, image: &Path) -> Result<u64, LabError> {
+pub fn rss_hostile(codec: Codec, image: &Path, limits: &Limits) -> Result<u64, LabError> {
     use ckpt_engine::stream::StreamWriter;
     let header = ckpt_engine::StreamHeader::new(RSS_GUEST);
     let mut w = StreamWriter::new(Vec::new(), &header)?;
@@ -220,9 +231,10 @@ pub fn rss_hostile(codec: Codec, image: &Path) -> Result<u64, LabError> {
     w.pfn_batches(&[5])?;
     let mut s = w.get_ref().clone();
     s.extend_from_slice(&(-12i32).to_le_bytes());
-    s.extend_from_slice(&(64u64 << 20).to_le_bytes()); // 64 MiB claimed, 3 bytes sent
+    // The largest chunk the limits allow claimed, 3 bytes sent.
+    s.extend_from_slice(&limits.max_chunk_bytes.to_le_bytes());
     s.extend_from_slice(&[1, 2, 3]);
-    let mut rx = Receiver::new(&s[..], Limits::default(), codec)?;
+    let mut rx = Receiver::new(&s[..], limits.clone(), codec)?;
     let mut memory =
         ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
     let first = rx.next_checkpoint(&mut memory)?;
@@ -273,7 +285,8 @@ pub struct PipelineFigures {
     pub receiver_budget: u64,
     /// The largest checkpoint payload the receiver buffered (bytes).
     pub receiver_largest_checkpoint: u64,
-    /// Receiver peak RSS on a hostile stream claiming a 64 MiB chunk.
+    /// Receiver peak RSS on a hostile stream claiming the largest chunk the
+    /// limits allow (64 MiB by default).
     pub hostile_peak_rss: u64,
     /// Kernel used.
     pub kernel: String,
@@ -314,11 +327,13 @@ impl PipelineFigures {
 /// on 1 and 2 threads, staging against memcpy, and the peak memory of a
 /// sender, a receiver and a receiver fed a hostile stream, each in a child
 /// process of `exe` (the `ckpt` executable, whose hidden `rss-part` command
-/// runs one part). `step` is told what is being measured.
+/// runs one part, with the configuration file `config`, whose receiver
+/// limits the parts use). `step` is told what is being measured.
 pub fn measure(
     codec: Codec,
     reps: usize,
     exe: &Path,
+    config: &Path,
     mut step: impl FnMut(&str),
 ) -> Result<PipelineFigures, LabError> {
     step("compression with 1 and 2 threads");
@@ -331,6 +346,8 @@ pub fn measure(
     std::fs::create_dir_all(&dir).map_err(|e| LabError::file(&dir, e))?;
     let part = |name: &str| -> Result<Vec<u64>, LabError> {
         let out = std::process::Command::new(exe)
+            .arg("--config")
+            .arg(config)
             .args(["rss-part", name, "--kernel", codec.kernel().name()])
             .arg("--stream")
             .arg(dir.join("stream"))

@@ -252,6 +252,14 @@ fn writable_regions_from_text(pid: i32) -> Result<Vec<Region>, RecordError> {
     Ok(out)
 }
 
+/// The parent of `pid`, from /proc (`None` for the root or a process gone).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields resume after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// `pid` and, when `children`, every descendant.
 pub fn process_tree(pid: i32, children: bool) -> Vec<i32> {
     let mut pids = vec![pid];
@@ -284,11 +292,11 @@ pub fn process_tree(pid: i32, children: bool) -> Vec<i32> {
     pids
 }
 
-/// Checks that `pid` can be recorded before anything is written: it exists,
-/// is not this process (which would stop itself), is not already stopped
-/// (the recorder resumes what it stops, and would resume it too), and this
-/// process may signal it and read its memory.
-pub fn check_target(pid: i32) -> Result<(), RecordError> {
+/// Refuses a pid the recorder must never stop: one that is not a process
+/// id (0 and negative ids name process groups), the recorder itself, and
+/// its ancestors (stopping one would leave the recorder waiting on a
+/// stopped parent, or stop it with its group). Cheap: checked every epoch.
+fn refuse_unstoppable(pid: i32) -> Result<(), RecordError> {
     let not = |reason: &str| RecordError::NotRecordable {
         pid,
         reason: reason.into(),
@@ -299,6 +307,28 @@ pub fn check_target(pid: i32) -> Result<(), RecordError> {
     if pid as u32 == std::process::id() {
         return Err(not("it is this recorder"));
     }
+    // The chain ends at pid 1 (or 0 above the root of a PID namespace).
+    let mut p = std::process::id() as i32;
+    for _ in 0..4096 {
+        match parent_of(p) {
+            Some(parent) if parent == pid => return Err(not("it is an ancestor of this recorder")),
+            Some(parent) if parent > 0 => p = parent,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `pid` can be recorded before anything is written: it may be
+/// stopped ([`refuse_unstoppable`]), it exists, is not already stopped (the
+/// recorder resumes what it stops, and would resume it too), and this
+/// process may signal it and read its memory.
+pub fn check_target(pid: i32) -> Result<(), RecordError> {
+    let not = |reason: &str| RecordError::NotRecordable {
+        pid,
+        reason: reason.into(),
+    };
+    refuse_unstoppable(pid)?;
     let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -638,6 +668,7 @@ impl<S: EpochSink> Recorder<S> {
         children: bool,
         run: Duration,
     ) -> Result<Option<EpochStats>, RecordError> {
+        refuse_unstoppable(root)?;
         let pids = process_tree(root, children);
         let t = Instant::now();
         let result = {
@@ -1049,6 +1080,26 @@ fn read_batch(batch: &[&Run], prints: Prints<'_>, found: &mut Found) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recorder_refuses_itself_its_ancestors_and_process_groups() {
+        let me = std::process::id() as i32;
+        let parent = parent_of(me).expect("a parent");
+        for pid in [me, parent, 0, -1, -me] {
+            assert!(
+                matches!(check_target(pid), Err(RecordError::NotRecordable { .. })),
+                "pid {pid}"
+            );
+        }
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        let checked = check_target(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(checked.is_ok(), "{checked:?}");
+    }
 
     #[test]
     fn the_maps_query_and_the_maps_text_agree() {

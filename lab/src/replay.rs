@@ -1,7 +1,7 @@
 //! Checkpoints as a Remus sender hands them to the engine, from a trace or
 //! a synthetic guest, and the one loop that feeds them to a [`Sender`].
 
-use crate::trace::{TraceError, TraceReader};
+use crate::trace::{TraceError, TraceLimits, TraceReader};
 use crate::LabError;
 use ckpt_engine::{PageBuf, PageType, SendError, Sender};
 use ckpt_simd::Page;
@@ -100,9 +100,15 @@ impl<R: Read> TraceSource<R> {
 }
 
 impl TraceSource<std::fs::File> {
-    /// Opens a trace file.
+    /// Opens a trace file, with the default limits.
     pub fn open(path: &std::path::Path) -> Result<Self, LabError> {
-        let reader = TraceReader::open(path).map_err(|e| LabError::trace(path, e))?;
+        TraceSource::open_with_limits(path, TraceLimits::default())
+    }
+
+    /// Opens a trace file whose epochs go to a backup with `limits`.
+    pub fn open_with_limits(path: &std::path::Path, limits: TraceLimits) -> Result<Self, LabError> {
+        let reader =
+            TraceReader::open_with_limits(path, limits).map_err(|e| LabError::trace(path, e))?;
         Ok(TraceSource {
             path: path.display().to_string(),
             ..TraceSource::new(reader)

@@ -10,7 +10,7 @@ use ckpt_engine::stream::records::{record_name, RecordInfo};
 use ckpt_engine::stream::Event;
 use ckpt_engine::{
     CheckpointInfo, Codec, Format, GuestMemory, ImageFile, Limits, ReceiveError, Receiver,
-    SendStats, Sender, SenderOptions, SparseMemory,
+    SendStats, Sender, SenderOptions, SparseMemory, StreamError,
 };
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -35,15 +35,49 @@ pub fn compress(
     Ok(stats)
 }
 
-/// Outcome of reading a stream to its end or to its first error.
+/// Outcome of reading a stream to its end or to its first error. Nothing
+/// is kept per checkpoint, so a stream of any length costs the same.
 pub struct RestoreReport {
-    /// Checkpoints committed, in order.
-    pub committed: Vec<CheckpointInfo>,
+    /// Checkpoints committed.
+    pub checkpoints: u64,
+    /// The last checkpoint committed, if any (its toolstack chunks dropped).
+    pub last: Option<CheckpointInfo>,
     /// Whether the stream ended with its end frame.
     pub complete: bool,
     /// The error that stopped it, if any (memory holds the last committed
     /// checkpoint).
     pub error: Option<ReceiveError>,
+}
+
+impl RestoreReport {
+    fn new() -> RestoreReport {
+        RestoreReport {
+            checkpoints: 0,
+            last: None,
+            complete: false,
+            error: None,
+        }
+    }
+
+    fn committed(&mut self, info: CheckpointInfo) {
+        self.checkpoints += 1;
+        self.last = Some(CheckpointInfo {
+            toolstack: Vec::new(),
+            ..info
+        });
+    }
+}
+
+/// How big the image `ckpt restore` writes is: the backup decides, never
+/// the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageSize {
+    /// An existing image keeps its size; a new one gets the stream's guest
+    /// size, which must be within the limits' `max_guest_pages`.
+    Configured,
+    /// The image has exactly this many pages (an existing one must already
+    /// have them).
+    Pages(u64),
 }
 
 /// Refuses a stream of another format than `expect`, when one is given.
@@ -64,35 +98,64 @@ fn check_format<R: std::io::Read>(
 
 /// Commits a stream file (of either format; `expect` refuses the other) to
 /// an image file, checkpoint by checkpoint, each verified before it touches
-/// the image.
+/// the image; `each` hears of every committed checkpoint. A stream whose
+/// guest is larger than the image (an existing one, or the size given) is
+/// refused before anything is written, and a new image is created only once
+/// the stream's header has been accepted.
 pub fn restore(
     stream: &Path,
     image: &Path,
+    size: ImageSize,
     limits: Limits,
     codec: Codec,
     expect: Option<Format>,
+    each: &mut dyn FnMut(&CheckpointInfo) -> std::io::Result<()>,
 ) -> Result<RestoreReport, LabError> {
-    let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
-    let mut rx = Receiver::new(file, limits, codec)?;
-    check_format(&rx, stream, expect)?;
-    let mut memory =
-        ImageFile::open(image, rx.guest_pages()).map_err(|e| LabError::file(image, e))?;
-    Ok(commit_all(&mut rx, &mut memory, &mut |_| {}))
-}
-
-fn commit_all<R: std::io::Read>(
-    rx: &mut Receiver<R>,
-    memory: &mut dyn GuestMemory,
-    observe: &mut dyn FnMut(&Event),
-) -> RestoreReport {
-    let mut report = RestoreReport {
-        committed: Vec::new(),
-        complete: false,
-        error: None,
+    // An existing image is opened (and checked) first: its size decides.
+    let existing = match ImageFile::existing_pages(image).map_err(LabError::Io)? {
+        Some(_) => Some(ImageFile::open_existing(image).map_err(LabError::Io)?),
+        None => None,
     };
+    let have = existing.as_ref().map(GuestMemory::pages);
+    let pages = match (have, size) {
+        (Some(have), ImageSize::Pages(want)) if have != want => {
+            return Err(LabError::Invalid(format!(
+                "{} holds {have} pages, not the {want} asked for",
+                image.display()
+            )))
+        }
+        (Some(n), _) | (None, ImageSize::Pages(n)) => Some(n),
+        (None, ImageSize::Configured) => None,
+    };
+    // The receiver refuses a header claiming more than the image holds,
+    // or, for an image still to be created, more than the limit.
+    let limits = Limits {
+        max_guest_pages: pages.unwrap_or(limits.max_guest_pages),
+        ..limits
+    };
+    let file = File::open(stream).map_err(|e| LabError::file(stream, e))?;
+    let mut rx = match (Receiver::new(file, limits, codec), have) {
+        (Err(ReceiveError::Stream(StreamError::GuestTooLarge { guest_pages, .. })), Some(have)) => {
+            return Err(LabError::Invalid(format!(
+                "{} holds {have} pages; the stream is for a guest of {guest_pages}",
+                image.display()
+            )))
+        }
+        (rx, _) => rx?,
+    };
+    check_format(&rx, stream, expect)?;
+    let mut memory = match (existing, pages) {
+        (Some(m), _) => m,
+        (None, Some(n)) => ImageFile::create(image, n).map_err(LabError::Io)?,
+        (None, None) => ImageFile::create(image, rx.guest_pages()).map_err(LabError::Io)?,
+    };
+    let mut report = RestoreReport::new();
     loop {
-        match rx.next_checkpoint_observed(memory, observe) {
-            Ok(Some(info)) => report.committed.push(info),
+        match rx.next_checkpoint(&mut memory) {
+            Ok(Some(info)) => {
+                each(&info)?;
+                report.committed(info);
+            }
             Ok(None) => {
                 report.complete = true;
                 break;
@@ -103,7 +166,7 @@ fn commit_all<R: std::io::Read>(
             }
         }
     }
-    report
+    Ok(report)
 }
 
 /// One line of `ckpt inspect` for an event of the stream.
@@ -235,11 +298,7 @@ pub fn inspect(
     check_format(&rx, stream, expect)?;
     writeln!(out, "{}", header_line(&rx))?;
     let mut memory = SparseMemory::new(rx.guest_pages());
-    let mut report = RestoreReport {
-        committed: Vec::new(),
-        complete: false,
-        error: None,
-    };
+    let mut report = RestoreReport::new();
     let mut write_error = None;
     loop {
         let mut observe = |e: &Event| {
@@ -261,10 +320,7 @@ pub fn inspect(
                     info.seq, info.entries, info.data_pages, info.full, info.delta, info.empty,
                     info.payload_bytes, info.frame_bytes
                 )?;
-                report.committed.push(CheckpointInfo {
-                    toolstack: Vec::new(),
-                    ..info
-                });
+                report.committed(info);
             }
             Ok(None) => {
                 report.complete = true;

@@ -27,7 +27,7 @@
 //! grow only with bytes that arrive.
 
 use ckpt_engine::page::{entry, PFN_LIMIT, PFN_MASK, TYPE_SHIFT};
-use ckpt_engine::{PageBuf, PageType};
+use ckpt_engine::{Limits, PageBuf, PageType};
 use ckpt_simd::{scalar, Codec, Page, MAX_ENCODED_LEN, PAGE_SIZE};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -46,18 +46,37 @@ const END_TAG: [u8; 4] = *b"TEND";
 /// Most metadata bytes.
 const MAX_META: u32 = 1 << 20;
 
-/// What a trace may make its reader hold.
+/// What a trace may make its reader hold: about
+/// `(3 * max_epoch_pages + max_guest_pages) * 4 KiB`, plus the zstd window
+/// (at most 128 MiB).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceLimits {
     /// Most pages one epoch may carry: a reader holds up to three copies
     /// of an epoch's pages (new, previous, and the recorded memory).
     pub max_epoch_pages: u32,
+    /// Largest recorded guest, in pages: the reader keeps the recorded
+    /// memory, one page for each PFN written.
+    pub max_guest_pages: u64,
 }
 
 impl Default for TraceLimits {
     fn default() -> Self {
+        TraceLimits::for_receiver(&Limits::default())
+    }
+}
+
+impl TraceLimits {
+    /// The limits of a trace replayed to a backup with `limits`: an epoch
+    /// it could not take as one checkpoint, or a guest larger than it
+    /// accepts, is refused before it is read.
+    pub fn for_receiver(limits: &Limits) -> TraceLimits {
+        let pages = limits
+            .max_checkpoint_entries
+            .min(limits.max_checkpoint_bytes / PAGE_SIZE as u64)
+            .min(1 << 18);
         TraceLimits {
-            max_epoch_pages: 1 << 18,
+            max_epoch_pages: pages.max(1) as u32,
+            max_guest_pages: limits.max_guest_pages.min(PFN_LIMIT),
         }
     }
 }
@@ -77,6 +96,16 @@ pub enum TraceError {
         "trace version {0} is not supported (this build reads version 2; re-record the trace)"
     )]
     UnsupportedVersion(u32),
+    /// The trace's guest is larger than the reader accepts.
+    #[error(
+        "trace of a guest of {guest_pages} pages, more than the {limit} accepted (max_guest_pages)"
+    )]
+    GuestTooLarge {
+        /// Pages of the recorded guest.
+        guest_pages: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The trace was never finished (its recorder was killed).
     #[error("unfinished trace: its guest size was never written (the recording was cut off)")]
     Unfinished,
@@ -265,15 +294,20 @@ pub struct TraceReader<R: Read> {
 }
 
 impl TraceReader<File> {
-    /// Opens a trace file.
+    /// Opens a trace file, with the default limits.
     pub fn open(path: &Path) -> Result<Self, TraceError> {
+        TraceReader::open_with_limits(path, TraceLimits::default())
+    }
+
+    /// Opens a trace file.
+    pub fn open_with_limits(path: &Path, limits: TraceLimits) -> Result<Self, TraceError> {
         if path.is_dir() {
             return Err(TraceError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "is a directory, not a trace file",
             )));
         }
-        TraceReader::new(File::open(path)?)
+        TraceReader::with_limits(File::open(path)?, limits)
     }
 }
 
@@ -320,6 +354,12 @@ impl<R: Read> TraceReader<R> {
         }
         if guest_pages > PFN_LIMIT {
             return Err(damaged(0, format!("guest of {guest_pages} pages")));
+        }
+        if guest_pages > limits.max_guest_pages {
+            return Err(TraceError::GuestTooLarge {
+                guest_pages,
+                limit: limits.max_guest_pages,
+            });
         }
         let mut z =
             zstd::stream::read::Decoder::new(inner).map_err(|e| damaged(0, e.to_string()))?;

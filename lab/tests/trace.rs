@@ -2,8 +2,10 @@
 //! files.
 
 use ckpt_engine::page::PageType;
+use ckpt_engine::Limits;
+use ckpt_lab::hostile;
 use ckpt_lab::synth::{fill_page, mutate, Rng};
-use ckpt_lab::trace::{TraceError, TraceReader, TraceWriter};
+use ckpt_lab::trace::{TraceError, TraceLimits, TraceReader, TraceWriter};
 use ckpt_simd::{Codec, Page};
 
 /// Pages written per epoch: (pfn, content).
@@ -107,6 +109,80 @@ fn foreign_and_damaged_files_are_refused_clearly() {
         })();
         assert!(result.is_err(), "flip at {at} went unnoticed");
     }
+}
+
+/// Reads every epoch of `bytes` under `limits`.
+fn read_all(bytes: &[u8], limits: TraceLimits) -> Result<u64, TraceError> {
+    let mut r = TraceReader::with_limits(bytes, limits)?;
+    let mut n = 0;
+    while r.next_epoch()?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[test]
+fn counts_and_sizes_are_checked_against_the_limits_before_use() {
+    let roomy = TraceLimits {
+        max_epoch_pages: 1 << 18,
+        max_guest_pages: 1 << 28,
+    };
+    // An epoch claiming 2^32 - 1 pages, and nothing behind the claim.
+    let e = read_all(&hostile::trace_claimed_epoch(), roomy).unwrap_err();
+    assert!(
+        e.to_string().contains("4294967295 pages in one epoch"),
+        "{e}"
+    );
+    // One PFN 1000 times.
+    let e = read_all(&hostile::trace_duplicates(1000), roomy).unwrap_err();
+    assert!(e.to_string().contains("twice in one epoch"), "{e}");
+    // 4096 pages in an epoch: read under a roomy limit, refused under 4095.
+    let wide = hostile::trace_wide_epoch(4096);
+    assert_eq!(read_all(&wide, roomy).unwrap(), 1);
+    let tight = TraceLimits {
+        max_epoch_pages: 4095,
+        ..roomy
+    };
+    let e = read_all(&wide, tight).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("4096 pages in one epoch (the limit is 4095)"),
+        "{e}"
+    );
+    // A guest over the limit is refused before an epoch is read.
+    let guest = hostile::trace_wide_guest(1 << 28, 2, 16);
+    assert_eq!(read_all(&guest, roomy).unwrap(), 2);
+    let small = TraceLimits {
+        max_guest_pages: 1 << 20,
+        ..roomy
+    };
+    assert!(matches!(
+        TraceReader::with_limits(&guest[..], small).err().unwrap(),
+        TraceError::GuestTooLarge {
+            guest_pages: 268435456,
+            limit: 1048576
+        }
+    ));
+}
+
+#[test]
+fn the_limits_follow_the_receivers() {
+    let l = TraceLimits::for_receiver(&Limits {
+        max_checkpoint_bytes: 8 << 20,
+        max_checkpoint_entries: 100_000,
+        max_guest_pages: 4096,
+        ..Limits::default()
+    });
+    assert_eq!((l.max_epoch_pages, l.max_guest_pages), (2048, 4096));
+    let l = TraceLimits::for_receiver(&Limits {
+        max_checkpoint_entries: 1000,
+        ..Limits::default()
+    });
+    assert_eq!(l.max_epoch_pages, 1000);
+    assert_eq!(
+        TraceLimits::default(),
+        TraceLimits::for_receiver(&Limits::default())
+    );
 }
 
 #[cfg(target_os = "linux")]

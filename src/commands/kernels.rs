@@ -24,7 +24,7 @@ pub struct Args {
     check: bool,
     /// Working set in MiB (both pages of every pair).
     #[arg(long, default_value_t = 64, requires = "bench",
-          value_parser = clap::value_parser!(u64).range(1..=65536))]
+          value_parser = crate::config::parse_working_set_mib)]
     mib: u64,
     /// Repetitions per figure (the median is reported).
     #[arg(long, default_value_t = 9, requires = "bench",
@@ -61,6 +61,11 @@ struct Measured<'a> {
 /// Lists or measures the kernels.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let mut out = Out::new();
+    // A kernel this CPU lacks is an error here as everywhere, listing or not.
+    let forced = match args.kernel {
+        Some(k) => Some(Codec::new(k).map_err(|e| Usage(e.to_string()))?),
+        None => None,
+    };
     if !args.bench {
         let best = Kernel::best();
         let list: Vec<Listed> = Kernel::ALL
@@ -86,8 +91,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let codecs = match args.kernel {
-        Some(k) => vec![Codec::new(k).map_err(|e| Usage(e.to_string()))?],
+    let codecs = match forced {
+        Some(c) => vec![c],
         None => kernels::supported(),
     };
     let bar = ctx.progress(Some(args.density.len() as u64), "kernels");

@@ -70,9 +70,12 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let reps = args.reps as usize;
     let exe =
         std::env::current_exe().context("cannot find this executable to run the memory parts")?;
+    // The memory parts run in child processes with this configuration.
+    let mut config = tempfile::NamedTempFile::new()?;
+    config.write_all(toml::to_string(&ctx.config)?.as_bytes())?;
     let bar = ctx.progress(Some(3), "bench-pipeline");
     let mut steps = 0;
-    let f = pipeline_bench::measure(codec, reps, &exe, |s| {
+    let f = pipeline_bench::measure(codec, reps, &exe, config.path(), |s| {
         if steps > 0 {
             bar.inc(1);
         }
@@ -129,7 +132,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(
         out,
-        "receiver peak RSS on a stream claiming a 64 MiB chunk: {:.1} MiB",
+        "receiver peak RSS on a stream claiming a {:.0} MiB chunk: {:.1} MiB",
+        mib(ctx.config.receiver.max_chunk_bytes),
         mib(f.hostile_peak_rss)
     )?;
     writeln!(out, "goals:")?;
@@ -139,21 +143,28 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// Runs one memory part in this process and prints its figures.
-pub fn part(args: PartArgs) -> anyhow::Result<ExitCode> {
+/// Runs one memory part in this process, with the configured receiver
+/// limits, and prints its figures.
+pub fn part(ctx: &Context, args: PartArgs) -> anyhow::Result<ExitCode> {
     let codec = Codec::new(args.kernel)?;
+    let limits = &ctx.config.receiver.limits();
     let mut out = Out::new();
     match args.part {
         Part::Sender => writeln!(
             out,
             "{}",
-            pipeline_bench::rss_sender(codec, 2, &args.stream)?
+            pipeline_bench::rss_sender(codec, 2, &args.stream, limits)?
         )?,
         Part::Receiver => {
-            let (peak, largest) = pipeline_bench::rss_receiver(codec, &args.stream, &args.image)?;
+            let (peak, largest) =
+                pipeline_bench::rss_receiver(codec, &args.stream, &args.image, limits)?;
             writeln!(out, "{peak} {largest}")?;
         }
-        Part::Hostile => writeln!(out, "{}", pipeline_bench::rss_hostile(codec, &args.image)?)?,
+        Part::Hostile => writeln!(
+            out,
+            "{}",
+            pipeline_bench::rss_hostile(codec, &args.image, limits)?
+        )?,
     }
     let _ = std::fs::remove_file(&args.image);
     Ok(ExitCode::SUCCESS)

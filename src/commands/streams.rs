@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use ckpt_engine::{CheckpointInfo, Kernel};
 use ckpt_lab::figures::Ratios;
 use ckpt_lab::replay::{Checkpoint, Source, TraceSource};
-use ckpt_lab::streams::RestoreReport;
+use ckpt_lab::streams::{ImageSize, RestoreReport};
 use ckpt_lab::synth::{Scenario, BUILTIN_SEQUENCE};
+use ckpt_lab::trace::TraceLimits;
 use ckpt_lab::LabError;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -41,9 +42,15 @@ pub struct CompressArgs {
 pub struct RestoreArgs {
     /// Stream file to read.
     stream: PathBuf,
-    /// Raw guest image (created or grown to the guest's size).
+    /// Raw guest image. An existing image keeps its size; a new one is
+    /// created with --guest-pages pages, or else the stream's guest size if
+    /// it is within [receiver] max_guest_pages. A stream for a larger guest
+    /// is refused.
     #[arg(long)]
     image: PathBuf,
+    /// Pages of the image (an existing image must have exactly these).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 28))]
+    guest_pages: Option<u64>,
     /// Page kernel, overriding the config.
     #[arg(long, value_parser = super::kernel_parser())]
     kernel: Option<Kernel>,
@@ -126,8 +133,11 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let (inner, len): (Box<dyn Source>, _) = match &args.trace {
         Some(t) => (
             Box::new(
-                TraceSource::open(t)
-                    .with_context(|| format!("cannot open trace {}", t.display()))?,
+                TraceSource::open_with_limits(
+                    t,
+                    TraceLimits::for_receiver(&ctx.config.receiver.limits()),
+                )
+                .with_context(|| format!("cannot open trace {}", t.display()))?,
             ),
             None,
         ),
@@ -225,8 +235,11 @@ impl From<&CheckpointInfo> for Committed {
 #[derive(Serialize)]
 struct Outcome {
     stream: String,
-    /// Every checkpoint verified and committed, in order.
-    committed: Vec<Committed>,
+    /// Checkpoints verified and committed.
+    checkpoints: u64,
+    /// The last of them (nothing is kept per checkpoint, so that a stream
+    /// of any length costs the same memory).
+    last: Option<Committed>,
     /// The stream ended with its end frame.
     complete: bool,
     /// Why reading stopped early, if it did.
@@ -237,7 +250,8 @@ impl Outcome {
     fn of(stream: &std::path::Path, r: &RestoreReport) -> Outcome {
         Outcome {
             stream: stream.display().to_string(),
-            committed: r.committed.iter().map(Committed::from).collect(),
+            checkpoints: r.checkpoints,
+            last: r.last.as_ref().map(Committed::from),
             complete: r.complete,
             error: r.error.as_ref().map(|e| e.to_string()),
         }
@@ -251,12 +265,12 @@ fn finish(stream: &std::path::Path, r: &RestoreReport, holder: &str) -> anyhow::
             writeln!(
                 out,
                 "stream complete: {} checkpoints verified",
-                r.committed.len()
+                r.checkpoints
             )?;
             Ok(ExitCode::SUCCESS)
         }
         (Some(e), _) => {
-            let held = match r.committed.last() {
+            let held = match &r.last {
                 Some(info) => format!("{holder} checkpoint {}, the last complete one", info.seq),
                 None => format!("{holder} no checkpoint of this stream"),
             };
@@ -290,12 +304,28 @@ fn status(r: &RestoreReport) -> ExitCode {
 pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.kernel)?;
     check_stage(ctx, &args.stream, &args.expect)?;
+    let size = args
+        .guest_pages
+        .map_or(ImageSize::Configured, ImageSize::Pages);
+    let mut out = Out::new();
+    let json = args.json;
     let r = ckpt_lab::streams::restore(
         &args.stream,
         &args.image,
+        size,
         ctx.config.receiver.limits(),
         codec,
         args.expect.format(),
+        &mut |info| {
+            if json {
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "checkpoint {} verified and committed: {} pages ({} full, {} delta, {} empty)",
+                info.seq, info.data_pages, info.full, info.delta, info.empty
+            )
+        },
     )
     .with_context(|| {
         format!(
@@ -304,17 +334,9 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             args.image.display()
         )
     })?;
-    let mut out = Out::new();
-    if args.json {
+    if json {
         output::json(&mut out, &Outcome::of(&args.stream, &r))?;
         return Ok(status(&r));
-    }
-    for info in &r.committed {
-        writeln!(
-            out,
-            "checkpoint {} verified and committed: {} pages ({} full, {} delta, {} empty)",
-            info.seq, info.data_pages, info.full, info.delta, info.empty
-        )?;
     }
     finish(&args.stream, &r, &format!("{} holds", args.image.display()))
 }

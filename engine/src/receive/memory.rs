@@ -115,41 +115,130 @@ impl GuestMemory for SparseMemory {
 }
 
 /// A raw guest image file, memory-mapped: page `p` at offset `p * 4096`.
+///
+/// Every block of the file is allocated on disk when it is opened (before
+/// it is mapped), so that a full disk is an I/O error naming the file there
+/// and then, never a SIGBUS when a commit writes to a page that has no
+/// block yet. On copy-on-write file systems (btrfs, ZFS) an allocated block
+/// does not guarantee room for its rewrite; see SECURITY.md.
 pub struct ImageFile {
     map: memmap2::MmapMut,
     pages: u64,
+    path: std::path::PathBuf,
+    /// Whether a page was written since the last flush.
+    dirty: bool,
+}
+
+/// An I/O error that names the image file.
+fn image_error(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 impl ImageFile {
     /// Opens (creating if needed) an image of `pages` pages, growing the file
-    /// to that size; existing contents are kept.
+    /// to that size; existing contents are kept. The caller decides the size
+    /// (the backup's own configuration, never a stream's claim).
     pub fn open(path: &Path, pages: u64) -> io::Result<ImageFile> {
-        let file: File = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)?;
-        let len = pages
-            .checked_mul(PAGE_SIZE as u64)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "image too large"))?;
-        if file.metadata()?.len() < len {
-            file.set_len(len)?;
+            .open(path)
+            .map_err(|e| image_error(path, e))?;
+        ImageFile::map(file, path, pages)
+    }
+
+    /// Creates a new image of `pages` zero pages; an existing file is an
+    /// error.
+    pub fn create(path: &Path, pages: u64) -> io::Result<ImageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| image_error(path, e))?;
+        ImageFile::map(file, path, pages).inspect_err(|_| drop(std::fs::remove_file(path)))
+    }
+
+    /// Opens an existing image at its own size, which must be a whole
+    /// number of pages.
+    pub fn open_existing(path: &Path) -> io::Result<ImageFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| image_error(path, e))?;
+        let len = file.metadata().map_err(|e| image_error(path, e))?.len();
+        if len == 0 || len % PAGE_SIZE as u64 != 0 {
+            return Err(image_error(
+                path,
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("an image of {len} bytes is not a whole number of pages"),
+                ),
+            ));
         }
-        if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty image"));
+        ImageFile::map(file, path, len / PAGE_SIZE as u64)
+    }
+
+    /// The size of the image at `path` in pages, if it exists.
+    pub fn existing_pages(path: &Path) -> io::Result<Option<u64>> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len() / PAGE_SIZE as u64)),
+            Ok(_) => Err(image_error(
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(image_error(path, e)),
         }
-        // SAFETY: the mapping is of a file this process opened for writing;
-        // the project's contract (README, SECURITY.md) is that nothing else
+    }
+
+    fn map(file: File, path: &Path, pages: u64) -> io::Result<ImageFile> {
+        let invalid =
+            |msg: &str| image_error(path, io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if pages == 0 || pages > crate::page::PFN_LIMIT {
+            return Err(invalid("an image holds 1 to 2^28 pages"));
+        }
+        let len = pages * PAGE_SIZE as u64;
+        if file.metadata().map_err(|e| image_error(path, e))?.len() < len {
+            file.set_len(len).map_err(|e| image_error(path, e))?;
+        }
+        allocate(&file, len).map_err(|e| image_error(path, e))?;
+        // SAFETY: the mapping is of a file this process opened for writing,
+        // at least `len` bytes long, with every block allocated; the
+        // project's contract (README, SECURITY.md) is that nothing else
         // modifies or truncates the image while a restore runs. Every access
         // goes through bounds-checked slices of the mapping.
         let map = unsafe {
             memmap2::MmapOptions::new()
                 .len(len as usize)
-                .map_mut(&file)?
+                .map_mut(&file)
+                .map_err(|e| image_error(path, e))?
         };
-        Ok(ImageFile { map, pages })
+        Ok(ImageFile {
+            map,
+            pages,
+            path: path.to_path_buf(),
+            dirty: false,
+        })
     }
+}
+
+/// Allocates every block of the file's first `len` bytes (holes only;
+/// existing data is kept).
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    nix::fcntl::posix_fallocate(file, 0, len).map_err(io::Error::from)
+}
+
+/// Without `posix_fallocate`, the file stays sparse: a full disk may end a
+/// restore with SIGBUS (SECURITY.md).
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn allocate(_file: &File, _len: u64) -> io::Result<()> {
+    Ok(())
 }
 
 impl GuestMemory for ImageFile {
@@ -159,16 +248,25 @@ impl GuestMemory for ImageFile {
 
     fn page(&self, pfn: u64) -> &Page {
         let at = pfn as usize * PAGE_SIZE;
-        self.map[at..at + PAGE_SIZE].try_into().unwrap()
+        self.map[at..at + PAGE_SIZE]
+            .try_into()
+            .expect("a page of the mapping")
     }
 
     fn page_mut(&mut self, pfn: u64) -> &mut Page {
+        self.dirty = true;
         let at = pfn as usize * PAGE_SIZE;
-        (&mut self.map[at..at + PAGE_SIZE]).try_into().unwrap()
+        (&mut self.map[at..at + PAGE_SIZE])
+            .try_into()
+            .expect("a page of the mapping")
     }
 
     fn end_commit(&mut self, _commit: &Commit) -> io::Result<()> {
-        self.map.flush()
+        // A checkpoint that wrote nothing has nothing to make durable.
+        if std::mem::take(&mut self.dirty) {
+            self.map.flush().map_err(|e| image_error(&self.path, e))?;
+        }
+        Ok(())
     }
 }
 

@@ -305,6 +305,13 @@ fn encode_segment(
 impl BatchCompressor {
     /// A compressor with its own thread pool when `threads > 1`.
     pub(crate) fn new(codec: Codec, opts: &CompressOptions) -> Result<BatchCompressor, SendError> {
+        if !(1..=super::cache::MAX_CACHE_PAGES).contains(&opts.cache_pages) {
+            return Err(SendError::Options(format!(
+                "cache_pages {} is outside 1..={}",
+                opts.cache_pages,
+                super::cache::MAX_CACHE_PAGES
+            )));
+        }
         let threads = opts.threads.max(1);
         let pool = if threads > 1 {
             let cores = if opts.pin_threads {

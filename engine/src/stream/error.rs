@@ -40,10 +40,18 @@ pub enum StreamError {
         found: u32,
     },
     /// A header field is wrong.
-    #[error("bad stream header: {field}")]
+    #[error("bad stream header (offset 0, 56 bytes): {field}")]
     BadHeader {
         /// The field.
         field: &'static str,
+    },
+    /// The header claims a guest larger than the reader accepts.
+    #[error("stream is for a guest of {guest_pages} pages, more than the {limit} pages this backup accepts (max_guest_pages)")]
+    GuestTooLarge {
+        /// Pages the header claims.
+        guest_pages: u64,
+        /// The limit.
+        limit: u64,
     },
     /// A frame tag that is neither a checkpoint nor the end.
     #[error("unknown frame tag {tag:02x?} at offset {offset}")]

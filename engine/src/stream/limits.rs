@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Bounds on what one checkpoint may make a reader buffer.
+/// Bounds on what a stream may make a reader hold: the guest it claims,
+/// and what one checkpoint may make it buffer.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -17,6 +18,11 @@ pub struct Limits {
     pub max_checkpoint_entries: u64,
     /// Most toolstack chunks accepted in one checkpoint.
     pub max_toolstack_chunks: u64,
+    /// Largest guest accepted, in pages: a stream whose header claims more
+    /// is refused before anything is created for it (at most 2^28, the
+    /// format's own bound). A backup sizes its memory from its own
+    /// configuration, never from the stream.
+    pub max_guest_pages: u64,
 }
 
 impl Default for Limits {
@@ -26,6 +32,7 @@ impl Default for Limits {
             max_checkpoint_bytes: 1 << 30,
             max_checkpoint_entries: 1 << 20,
             max_toolstack_chunks: 4096,
+            max_guest_pages: 1 << 20,
         }
     }
 }

@@ -141,6 +141,12 @@ impl<R: Read> StreamReader<R> {
         let mut b = [0u8; HEADER_LEN];
         s.exact(&mut b, "stream header")?;
         s.header = StreamHeader::from_bytes(&b)?;
+        if s.header.guest_pages > s.limits.max_guest_pages {
+            return Err(StreamError::GuestTooLarge {
+                guest_pages: s.header.guest_pages,
+                limit: s.limits.max_guest_pages,
+            });
+        }
         s.seed = s.header.check();
         Ok(s)
     }

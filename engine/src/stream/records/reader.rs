@@ -153,6 +153,13 @@ impl<R: Read> RecordReader<R> {
             guest_pages: info.guest_pages,
             stream_id: info.stream_id,
         };
+        // Refused before anything is sized by it, as in the legacy reader.
+        if info.guest_pages > s.limits.max_guest_pages {
+            return Err(StreamError::GuestTooLarge {
+                guest_pages: info.guest_pages,
+                limit: s.limits.max_guest_pages,
+            });
+        }
         let offset = s.pos;
         let h = s.record_header()?;
         if h.ty != REC_STATIC_DATA_END || h.len != 0 {
