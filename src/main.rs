@@ -23,7 +23,10 @@ use std::process::ExitCode;
     about = "Compresses VM checkpoints for high-availability replication"
 )]
 struct Cli {
-    /// Configuration file (default: $CKPT_CONFIG, else built-in defaults).
+    /// Configuration file (default: $CKPT_CONFIG, else the first of
+    /// $XDG_CONFIG_HOME/ckpt/ckpt.toml (~/.config/ckpt/ckpt.toml) and
+    /// /etc/ckpt/ckpt.toml that exists, else built-in defaults). Keys are
+    /// also set by CKPT_<SECTION>_<KEY> variables, over the file.
     #[arg(long, global = true, env = "CKPT_CONFIG")]
     config: Option<PathBuf>,
     /// No progress indicators on standard error (they are shown only on a
@@ -64,6 +67,9 @@ enum Command {
     Conformance(commands::conformance::Args),
     /// List the page kernels; with --bench, measure them against the memory floor.
     Kernels(commands::kernels::Args),
+    /// The settings in force and where each came from.
+    #[command(subcommand)]
+    Config(commands::settings::Command),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -83,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RssPart(a) => commands::pipeline::part(&ctx, a),
         Command::Conformance(a) => commands::conformance::run(&ctx, a),
         Command::Kernels(a) => commands::kernels::run(&ctx, a),
+        Command::Config(c) => commands::settings::run(&ctx, c),
     }
 }
 

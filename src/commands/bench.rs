@@ -42,10 +42,18 @@ struct Document<'a> {
 
 /// Runs the bench and prints each trace's figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.tuning.kernel)?;
-    let mut opts = ctx.sender_options(&args.tuning, 1);
-    args.format.apply(&mut opts)?;
-    ctx.apply_cache(&mut opts.compress, &args.cache)?;
+    let mut flags = crate::config::FlagSet::default();
+    args.tuning.flags(&mut flags);
+    args.format.flags(&mut flags);
+    args.cache.flags(&mut flags);
+    flags.opt(
+        "receiver.superpages",
+        "--superpages",
+        args.superpages.map(ckpt_engine::SuperpagePolicy::name),
+    );
+    let ctx = &ctx.with_flags(&flags)?;
+    let codec = ctx.codec()?;
+    let opts = ctx.stream_sender_options(1);
     let traces = match (args.trace, args.all) {
         (Some(t), _) => vec![t],
         (None, true) => super::bundled_traces()?,
@@ -56,7 +64,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for t in &traces {
         bar.set_message(t.display().to_string());
-        let superpages = args.superpages.unwrap_or(ctx.config.receiver.superpages);
+        let superpages = ctx.config.receiver.superpages;
         let r = ckpt_lab::bench::run(t, codec, &opts, superpages)
             .with_context(|| format!("cannot benchmark {}", t.display()))?;
         bar.inc(1);

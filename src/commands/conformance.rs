@@ -44,8 +44,9 @@ struct Document {
 
 /// Replays every vector file and prints PASS or FAIL for each.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.tuning.kernel)?;
-    let threads = ctx.threads(args.tuning.threads());
+    let ctx = &args.tuning.apply(ctx)?;
+    let codec = ctx.codec()?;
+    let threads = ctx.threads();
     let files = vector_files(&args.dir)
         .with_context(|| format!("cannot list vector folder {}", args.dir.display()))?;
     if files.is_empty() {

@@ -4,6 +4,7 @@
 
 use super::output::{self, Out};
 use super::{Context, Tuning};
+use crate::config::WINDOW;
 use anyhow::Context as _;
 use ckpt_engine::Durability;
 use ckpt_lab::demo::{BackupMemory, DemoOptions};
@@ -39,9 +40,10 @@ pub struct Args {
     /// trace's epoch.
     #[arg(long)]
     as_fast_as_possible: bool,
-    /// Most checkpoints unacknowledged at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    window: u64,
+    /// Most checkpoints unacknowledged at once (default: the config's
+    /// replication.window, 1).
+    #[arg(long, value_parser = super::send::range(WINDOW))]
+    window: Option<u64>,
     /// Print the figures as one JSON document.
     #[arg(long)]
     json: bool,
@@ -79,7 +81,11 @@ fn mib(b: u64) -> f64 {
 
 /// Runs the demo and prints what a user wants to see first.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.tuning.kernel)?;
+    let mut flags = crate::config::FlagSet::default();
+    args.tuning.flags(&mut flags);
+    flags.opt("replication.window", "--window", args.window);
+    let ctx = &ctx.with_flags(&flags)?;
+    let codec = ctx.codec()?;
     let trace = match args.trace {
         Some(t) => t,
         None => super::redis_trace()?,
@@ -93,9 +99,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         BackupArg::Memory => BackupMemory::Memory,
     };
     let opts = DemoOptions {
-        sender: ctx.sender_options(&args.tuning, 1),
+        sender: ctx.sender_options(1),
         paced: !args.as_fast_as_possible,
-        window: args.window as usize,
+        window: ctx.config.replication.window as usize,
         memory,
     };
     let bar = ctx.progress(None, "demo");

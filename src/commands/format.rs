@@ -2,46 +2,9 @@
 //! and `convert` share: `--format legacy|records`, `--zstd-level N|off`
 //! and `--zstd-placement segments|thread`.
 
-use super::Usage;
-use ckpt_engine::{Format, SenderOptions, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL};
-
-/// A zstd level, or no stage at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ZstdLevel {
-    /// No zstd stage: the page encodings as they are.
-    Off,
-    /// zstd at this level (negative levels are faster).
-    Level(i32),
-}
-
-/// Parses `off` or a zstd level for clap.
-pub fn parse_zstd_level(s: &str) -> Result<ZstdLevel, String> {
-    if s == "off" {
-        return Ok(ZstdLevel::Off);
-    }
-    let level: i32 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is neither a zstd level nor \"off\""))?;
-    let levels = ckpt_engine::stream::zstd_levels();
-    if !levels.contains(&level) {
-        return Err(format!(
-            "zstd level {level} is outside {}..={}",
-            levels.start(),
-            levels.end()
-        ));
-    }
-    Ok(ZstdLevel::Level(level))
-}
-
-impl ZstdLevel {
-    /// The level, or `None` without the stage.
-    pub fn level(self) -> Option<i32> {
-        match self {
-            ZstdLevel::Off => None,
-            ZstdLevel::Level(l) => Some(l),
-        }
-    }
-}
+pub use crate::config::{parse_zstd_level, ZstdLevel};
+use crate::config::FlagSet;
+use ckpt_engine::{Format, ZstdPlacement};
 
 /// Flags choosing the stream a sender writes.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -51,7 +14,7 @@ pub struct FormatArgs {
     #[arg(long, value_parser = parse_format)]
     pub format: Option<Format>,
     /// zstd stage over a record stream's page encodings: a level
-    /// (negative: faster) or "off"; default 1 with --format records.
+    /// (negative: faster) or "off" (default: the config's, 1).
     #[arg(long, value_parser = parse_zstd_level, allow_hyphen_values = true)]
     pub zstd_level: Option<ZstdLevel>,
     /// Where the sender runs the zstd stage: in the encode segments (one
@@ -70,27 +33,17 @@ fn parse_placement(s: &str) -> Result<ZstdPlacement, String> {
 }
 
 impl FormatArgs {
-    /// Sets the sender's format and stage. A zstd flag without
-    /// `--format records` is a usage error: the legacy stream has no stage.
-    pub fn apply(&self, opts: &mut SenderOptions) -> Result<(), Usage> {
-        let format = self.format.unwrap_or_default();
-        if format == Format::Legacy && (self.zstd_level.is_some() || self.zstd_placement.is_some())
-        {
-            return Err(Usage(
-                "--zstd-level and --zstd-placement need --format records (the legacy stream has no zstd stage)".into(),
-            ));
-        }
-        opts.format = format;
-        opts.zstd = match (format, self.zstd_level) {
-            (Format::Legacy, _) | (Format::Records, Some(ZstdLevel::Off)) => None,
-            (Format::Records, level) => Some(ZstdStage {
-                level: level
-                    .and_then(ZstdLevel::level)
-                    .unwrap_or(DEFAULT_ZSTD_LEVEL),
-                placement: self.zstd_placement.unwrap_or_default(),
-            }),
-        };
-        Ok(())
+    /// The keys these flags set ([stream]). A zstd flag with a legacy
+    /// stream in force is refused by [`super::Context::with_flags`]: the
+    /// legacy stream has no stage.
+    pub fn flags(&self, f: &mut FlagSet) {
+        f.opt("stream.format", "--format", self.format.map(Format::name));
+        f.opt("stream.zstd_level", "--zstd-level", self.zstd_level);
+        f.opt(
+            "stream.zstd_placement",
+            "--zstd-placement",
+            self.zstd_placement.map(ZstdPlacement::name),
+        );
     }
 }
 

@@ -30,11 +30,14 @@ pub mod record;
 #[cfg(unix)]
 pub mod recv;
 pub mod send;
+pub mod settings;
 pub mod streams;
 
-use crate::config::{resolve_threads, CacheSize, Config};
+use crate::config::{resolve_threads, CacheSize, Config, FlagSet, Layers};
 use anyhow::Context as _;
-use ckpt_engine::{CachePolicy, Codec, CompressOptions, Kernel, SenderOptions};
+use ckpt_engine::{
+    CachePolicy, Codec, CompressOptions, Format, Kernel, SenderOptions, ZstdStage,
+};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -48,25 +51,56 @@ pub struct Usage(pub String);
 pub struct Context {
     /// The configuration in force.
     pub config: Config,
+    /// Where each of its values came from.
+    pub layers: Layers,
     /// No progress indicators (`--quiet`).
     pub quiet: bool,
 }
 
+fn config_usage(e: crate::config::ConfigError) -> anyhow::Error {
+    let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+    Usage(format!("{e}{cause}")).into()
+}
+
 impl Context {
-    /// Reads the configuration file, if one is named.
+    /// The defaults, the configuration file (`path`, else the default
+    /// locations) and the environment.
     pub fn load(path: Option<&Path>, quiet: bool) -> anyhow::Result<Context> {
-        let config = match path {
-            Some(p) => {
-                let c = Config::load(p).map_err(|e| {
-                    let cause =
-                        std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
-                    Usage(format!("{e}{cause}"))
-                })?;
-                c
-            }
-            None => Config::default(),
-        };
-        Ok(Context { config, quiet })
+        let layers = Layers::load(path).map_err(config_usage)?;
+        let config = layers.extract().map_err(config_usage)?;
+        Ok(Context {
+            config,
+            layers,
+            quiet,
+        })
+    }
+
+    /// This context with a command's flags over it: the same path, and so
+    /// the same checks and the same provenance, as every other layer.
+    pub fn with_flags(&self, flags: &FlagSet) -> anyhow::Result<Context> {
+        let layers = self.layers.with_flags(flags);
+        let config = layers.extract().map_err(config_usage)?;
+        if flags.has("engine.cache_budget_mib")
+            && matches!(config.engine.cache_pages, CacheSize::Pages(_))
+        {
+            return Err(Usage(
+                "--cache-budget-mib bounds the adaptive size: give --cache-pages auto".into(),
+            )
+            .into());
+        }
+        if (flags.has("stream.zstd_level") || flags.has("stream.zstd_placement"))
+            && config.stream.format == Format::Legacy
+        {
+            return Err(Usage(
+                "--zstd-level and --zstd-placement need --format records (the legacy stream has no zstd stage)".into(),
+            )
+            .into());
+        }
+        Ok(Context {
+            config,
+            layers,
+            quiet: self.quiet,
+        })
     }
 
     /// A progress indicator on standard error ([`output::progress`]).
@@ -74,33 +108,38 @@ impl Context {
         output::progress(self.quiet, len, what)
     }
 
-    /// The codec a run uses: the kernel forced by name (flag first, then
-    /// the config), or the best this CPU supports. Forcing a kernel the CPU
-    /// lacks is an error, never a silent fallback.
-    pub fn codec(&self, flag: Option<Kernel>) -> anyhow::Result<Codec> {
-        let kernel = match flag {
-            Some(k) => k,
-            None if self.config.engine.kernel.eq_ignore_ascii_case("auto") => {
-                return Ok(Codec::best())
-            }
-            None => self
-                .config
-                .engine
-                .kernel
-                .parse()
-                .map_err(|e: ckpt_simd::UnknownKernel| Usage(format!("config: {e}")))?,
-        };
+    /// The codec a run uses: the kernel the configuration forces by name,
+    /// or the best this CPU supports. Forcing a kernel the CPU lacks is an
+    /// error, never a silent fallback.
+    pub fn codec(&self) -> anyhow::Result<Codec> {
+        let name = &self.config.engine.kernel;
+        if name.eq_ignore_ascii_case("auto") {
+            return Ok(Codec::best());
+        }
+        let kernel: Kernel = name.parse().map_err(|e: ckpt_simd::UnknownKernel| {
+            Usage(format!(
+                "engine.kernel (from {}): {e}",
+                self.layers.origin("engine.kernel")
+            ))
+        })?;
         Codec::new(kernel).map_err(|e| Usage(e.to_string()).into())
     }
 
-    /// Compression threads: the flag, else the config; 0 means one per core.
-    pub fn threads(&self, flag: Option<usize>) -> usize {
-        resolve_threads(flag.unwrap_or(self.config.engine.threads))
+    /// This context with a command's `--kernel` over it.
+    pub fn with_kernel(&self, kernel: Option<Kernel>) -> anyhow::Result<Context> {
+        let mut flags = FlagSet::default();
+        flags.opt("engine.kernel", "--kernel", kernel.map(Kernel::name));
+        self.with_flags(&flags)
     }
 
-    /// The sender's options for a guest of `guest_pages` pages (the
-    /// delta cache as the config says; see [`Context::apply_cache`]).
-    pub fn sender_options(&self, tuning: &Tuning, guest_pages: u64) -> SenderOptions {
+    /// Compression threads; 0 in the configuration means one per core.
+    pub fn threads(&self) -> usize {
+        resolve_threads(self.config.engine.threads)
+    }
+
+    /// The sender's options for a guest of `guest_pages` pages: the
+    /// engine's settings, the receiver's limits, a legacy stream.
+    pub fn sender_options(&self, guest_pages: u64) -> SenderOptions {
         let e = &self.config.engine;
         let (cache_pages, cache_budget) = cache_size(e.cache_pages, e.cache_budget_mib);
         SenderOptions {
@@ -109,7 +148,7 @@ impl Context {
                 cache_policy: e.cache_policy,
                 cache_budget,
                 seed_cache: e.seed_cache,
-                threads: self.threads(tuning.threads()),
+                threads: self.threads(),
                 pin_threads: e.pin_threads,
             },
             ring_pages: e.ring_pages,
@@ -118,25 +157,20 @@ impl Context {
         }
     }
 
-    /// The delta-cache flags over the config's settings.
-    pub fn apply_cache(&self, opts: &mut CompressOptions, args: &CacheArgs) -> anyhow::Result<()> {
-        let e = &self.config.engine;
-        let size = args.cache_pages.unwrap_or(e.cache_pages);
-        if let (Some(_), CacheSize::Pages(_)) = (args.cache_budget_mib, size) {
-            return Err(Usage(
-                "--cache-budget-mib bounds the adaptive size: give --cache-pages auto".into(),
-            )
-            .into());
-        }
-        let mib = args.cache_budget_mib.unwrap_or(e.cache_budget_mib);
-        (opts.cache_pages, opts.cache_budget) = cache_size(size, mib);
-        if let Some(p) = args.cache_policy {
-            opts.cache_policy = p;
-        }
-        if args.no_cache_seed {
-            opts.seed_cache = false;
-        }
-        Ok(())
+    /// The sender's options with the configured stream format and zstd
+    /// stage (for the commands that write a stream file).
+    pub fn stream_sender_options(&self, guest_pages: u64) -> SenderOptions {
+        let s = &self.config.stream;
+        let mut opts = self.sender_options(guest_pages);
+        opts.format = s.format;
+        opts.zstd = match s.format {
+            Format::Legacy => None,
+            Format::Records => s.zstd_level.level().map(|level| ZstdStage {
+                level,
+                placement: s.zstd_placement,
+            }),
+        };
+        opts
     }
 }
 
@@ -213,6 +247,26 @@ pub struct CacheArgs {
     pub no_cache_seed: bool,
 }
 
+impl CacheArgs {
+    /// The keys these flags set.
+    pub fn flags(&self, f: &mut FlagSet) {
+        f.opt(
+            "engine.cache_policy",
+            "--cache-policy",
+            self.cache_policy.map(CachePolicy::name),
+        );
+        f.opt("engine.cache_pages", "--cache-pages", self.cache_pages);
+        f.opt(
+            "engine.cache_budget_mib",
+            "--cache-budget-mib",
+            self.cache_budget_mib,
+        );
+        if self.no_cache_seed {
+            f.set("engine.seed_cache", "--no-cache-seed", false);
+        }
+    }
+}
+
 fn policy_parser() -> impl clap::builder::TypedValueParser<Value = CachePolicy> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(CachePolicy::NAMES)
@@ -231,9 +285,17 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// The thread count asked for, if any.
-    pub fn threads(&self) -> Option<usize> {
-        self.threads
+    /// The keys these flags set.
+    pub fn flags(&self, f: &mut FlagSet) {
+        f.opt("engine.kernel", "--kernel", self.kernel.map(Kernel::name));
+        f.opt("engine.threads", "--threads", self.threads);
+    }
+
+    /// This context with these flags over it.
+    pub fn apply(&self, ctx: &Context) -> anyhow::Result<Context> {
+        let mut f = FlagSet::default();
+        self.flags(&mut f);
+        ctx.with_flags(&f)
     }
 }
 

@@ -66,7 +66,8 @@ struct Document<'a> {
 
 /// Measures and prints.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.kernel)?;
+    let ctx = &ctx.with_kernel(args.kernel)?;
+    let codec = ctx.codec()?;
     let reps = args.reps as usize;
     let exe =
         std::env::current_exe().context("cannot find this executable to run the memory parts")?;

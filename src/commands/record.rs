@@ -2,6 +2,7 @@
 
 use super::output::{self, Out};
 use super::{Context, Usage};
+use crate::config::EPOCH_MS;
 use anyhow::Context as _;
 use ckpt_lab::figures::Quantiles;
 use ckpt_lab::record::EpochStats;
@@ -19,7 +20,7 @@ pub struct Args {
     #[arg(short, long)]
     output: PathBuf,
     /// Target run time between pauses, in ms (default: config, 25).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, value_parser = super::send::range(EPOCH_MS))]
     epoch_ms: Option<u64>,
     /// Stop after this many epochs.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -71,7 +72,10 @@ struct Document {
 
 /// Records and prints the pause figures.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(None)?;
+    let mut flags = crate::config::FlagSet::default();
+    flags.opt("record.epoch_ms", "--epoch-ms", args.epoch_ms);
+    let ctx = &ctx.with_flags(&flags)?;
+    let codec = ctx.codec()?;
     if args.epochs.is_none() && args.seconds.is_none() && args.pid.is_some() {
         return Err(Usage("give --epochs or --seconds when attaching".into()).into());
     }
@@ -83,7 +87,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let rec = RecordArgs {
         output: args.output.clone(),
-        epoch: Duration::from_millis(args.epoch_ms.unwrap_or(ctx.config.record.epoch_ms).max(1)),
+        epoch: Duration::from_millis(ctx.config.record.epoch_ms),
         epochs: args.epochs,
         duration: args.seconds.map(Duration::from_secs_f64),
         children: args.children,

@@ -4,6 +4,7 @@
 
 use super::send::{holds_text, latency_line};
 use super::{Context, Usage};
+use crate::config::{DurabilityMode, FlagSet, FAILOVER_TIMEOUT_MS};
 use anyhow::Context as _;
 use ckpt_engine::replicate::{Backup, BackupEnd, BackupEvent, BackupOptions};
 use ckpt_engine::{Durability, DurableImage, GuestMemory, Kernel, Recovery, Replica};
@@ -17,19 +18,6 @@ use std::time::Duration;
 /// checkpoint printed last.
 pub const EXIT_PRIMARY_LOST: u8 = 3;
 
-/// How the image makes commits durable.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum DurabilityArg {
-    /// Write-ahead journal: data, fsync, commit record, fsync, apply; the
-    /// image synced and the journal retired before the next commit.
-    Journal,
-    /// Journal with one fsync per checkpoint, retired every 64 MiB.
-    Grouped,
-    /// No journal, pages written in place (not crash-consistent; for
-    /// measuring the journal's cost).
-    InPlace,
-}
-
 /// Arguments of `ckpt recv`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,10 +28,8 @@ pub struct Args {
     /// for the first stream when there is none.
     #[arg(long)]
     image: PathBuf,
-    /// Declare the primary lost after this many ms without a checkpoint or
-    /// a heartbeat.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-    timeout_ms: u64,
+    #[command(flatten)]
+    backup: BackupArgs,
     /// Wait at most this many ms for the first connection (default: for ever).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     first_within_ms: Option<u64>,
@@ -51,15 +37,42 @@ pub struct Args {
     /// checkpoint the image holds (its first checkpoint replaces the image).
     #[arg(long)]
     new: bool,
-    /// How commits reach the disk.
-    #[arg(long, value_enum, default_value = "journal")]
-    durability: DurabilityArg,
     /// Print every checkpoint committed.
     #[arg(long)]
     verbose: bool,
     /// Page kernel, overriding the config.
     #[arg(long, value_parser = super::kernel_parser())]
     kernel: Option<Kernel>,
+}
+
+/// The backup's tunables ([replication]), shared with `config show`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct BackupArgs {
+    /// Declare the primary lost after this many ms without a checkpoint or
+    /// a heartbeat (default: the config's replication.failover_timeout_ms,
+    /// 2000).
+    #[arg(long, alias = "failover-timeout-ms", value_parser = super::send::range(FAILOVER_TIMEOUT_MS))]
+    timeout_ms: Option<u64>,
+    /// How commits reach the disk (default: replication.durability,
+    /// journal).
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityMode>,
+}
+
+impl BackupArgs {
+    /// The keys these flags set.
+    pub fn flags(&self, f: &mut FlagSet) {
+        f.opt(
+            "replication.failover_timeout_ms",
+            "--timeout-ms",
+            self.timeout_ms,
+        );
+        f.opt(
+            "replication.durability",
+            "--durability",
+            self.durability.map(DurabilityMode::name),
+        );
+    }
 }
 
 fn recovery_text(r: &Recovery) -> Option<String> {
@@ -84,13 +97,17 @@ fn recovery_text(r: &Recovery) -> Option<String> {
 
 /// Runs the backup.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.kernel)?;
-    let durability = match args.durability {
-        DurabilityArg::Journal => Durability::Journal,
-        DurabilityArg::Grouped => Durability::Grouped {
+    let mut flags = FlagSet::default();
+    flags.opt("engine.kernel", "--kernel", args.kernel.map(Kernel::name));
+    args.backup.flags(&mut flags);
+    let ctx = &ctx.with_flags(&flags)?;
+    let codec = ctx.codec()?;
+    let durability = match ctx.config.replication.durability {
+        DurabilityMode::Journal => Durability::Journal,
+        DurabilityMode::Grouped => Durability::Grouped {
             retire_bytes: 64 << 20,
         },
-        DurabilityArg::InPlace => Durability::InPlace,
+        DurabilityMode::InPlace => Durability::InPlace,
     };
     let image = if DurableImage::exists(&args.image) {
         let (image, recovery) = DurableImage::open(&args.image, durability)
@@ -129,7 +146,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     });
     let opts = BackupOptions {
         limits: ctx.config.receiver.limits(),
-        timeout: Duration::from_millis(args.timeout_ms),
+        timeout: Duration::from_millis(ctx.config.replication.failover_timeout_ms),
         first_within: args.first_within_ms.map(Duration::from_millis),
         start_over: args.new,
     };

@@ -3,6 +3,7 @@
 //! bytes on the wire.
 
 use super::{Context, Tuning, Usage};
+use crate::config::{FlagSet, ACK_TIMEOUT_MS, EPOCH_MS, HEARTBEAT_MS, RECONNECT_MS, WINDOW};
 use anyhow::Context as _;
 use ckpt_engine::replicate::{Primary, PrimaryOptions, PrimaryReport};
 use ckpt_engine::{Codec, Commit, Latency};
@@ -34,8 +35,8 @@ pub struct Args {
     #[arg(long)]
     children: bool,
     /// A live process's run time between checkpoints, in ms (default:
-    /// config, 25).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    /// the config's record.epoch_ms, 25).
+    #[arg(long, value_parser = range(EPOCH_MS))]
     epoch_ms: Option<u64>,
     /// A live process's guest size in MiB: its pages are numbered in the
     /// order they are first seen, below this.
@@ -47,24 +48,49 @@ pub struct Args {
     /// Stop after this many seconds.
     #[arg(long, value_parser = parse_seconds)]
     seconds: Option<f64>,
-    /// Most checkpoints unacknowledged at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    window: u64,
-    /// Send a heartbeat after this many ms with nothing sent.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    heartbeat_ms: u64,
-    /// The backup is lost when a checkpoint or heartbeat goes unanswered
-    /// this many ms.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-    timeout_ms: u64,
-    /// Keep trying to reconnect for this many ms before giving up.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
-    reconnect_ms: u64,
+    #[command(flatten)]
+    replication: PrimaryArgs,
     #[command(flatten)]
     tuning: Tuning,
     /// Command to start and checkpoint.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+/// The primary's tunables ([replication]), shared with `config show`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PrimaryArgs {
+    /// Most checkpoints unacknowledged at once (default: the config's
+    /// replication.window, 1).
+    #[arg(long, value_parser = range(WINDOW))]
+    window: Option<u64>,
+    /// Send a heartbeat after this many ms with nothing sent (default:
+    /// replication.heartbeat_ms, 100).
+    #[arg(long, value_parser = range(HEARTBEAT_MS))]
+    heartbeat_ms: Option<u64>,
+    /// The backup is lost when a checkpoint or heartbeat goes unanswered
+    /// this many ms (default: replication.ack_timeout_ms, 2000).
+    #[arg(long, alias = "ack-timeout-ms", value_parser = range(ACK_TIMEOUT_MS))]
+    timeout_ms: Option<u64>,
+    /// Keep trying to reconnect for this many ms before giving up
+    /// (default: replication.reconnect_ms, 10000).
+    #[arg(long, value_parser = range(RECONNECT_MS))]
+    reconnect_ms: Option<u64>,
+}
+
+impl PrimaryArgs {
+    /// The keys these flags set.
+    pub fn flags(&self, f: &mut FlagSet) {
+        f.opt("replication.window", "--window", self.window);
+        f.opt("replication.heartbeat_ms", "--heartbeat-ms", self.heartbeat_ms);
+        f.opt("replication.ack_timeout_ms", "--timeout-ms", self.timeout_ms);
+        f.opt("replication.reconnect_ms", "--reconnect-ms", self.reconnect_ms);
+    }
+}
+
+/// A clap parser for a number within a configuration range.
+pub fn range((min, max): (u64, u64)) -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(min..=max)
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -142,13 +168,14 @@ pub fn print_report(r: &PrimaryReport) {
     }
 }
 
-fn primary_options(ctx: &Context, args: &Args, guest_pages: u64) -> PrimaryOptions {
+fn primary_options(ctx: &Context, guest_pages: u64) -> PrimaryOptions {
+    let r = &ctx.config.replication;
     PrimaryOptions {
-        sender: ctx.sender_options(&args.tuning, guest_pages),
-        window: args.window as usize,
-        heartbeat: Duration::from_millis(args.heartbeat_ms),
-        timeout: Duration::from_millis(args.timeout_ms),
-        reconnect_for: Duration::from_millis(args.reconnect_ms),
+        sender: ctx.sender_options(guest_pages),
+        window: r.window as usize,
+        heartbeat: Duration::from_millis(r.heartbeat_ms),
+        timeout: Duration::from_millis(r.ack_timeout_ms),
+        reconnect_for: Duration::from_millis(r.reconnect_ms),
         lineage: None,
     }
 }
@@ -160,7 +187,7 @@ fn replicate<S: Source + ?Sized>(
     source: &mut S,
     pace: Option<Duration>,
 ) -> anyhow::Result<DriveReport> {
-    let opts = primary_options(ctx, args, source.guest_pages());
+    let opts = primary_options(ctx, source.guest_pages());
     let primary = Primary::connect(args.to.as_str(), codec, opts)
         .with_context(|| format!("connecting to {}", args.to))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -193,8 +220,13 @@ fn replicate<S: Source + ?Sized>(
 
 /// Runs the primary.
 pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.tuning.kernel)?;
-    let threads = ctx.threads(args.tuning.threads());
+    let mut flags = FlagSet::default();
+    args.tuning.flags(&mut flags);
+    args.replication.flags(&mut flags);
+    flags.opt("record.epoch_ms", "--epoch-ms", args.epoch_ms);
+    let ctx = &ctx.with_flags(&flags)?;
+    let codec = ctx.codec()?;
+    let threads = ctx.threads();
     let report = if let Some(trace) = &args.trace {
         let mut source = TraceSource::open(trace)?;
         let epoch = source.epoch();
@@ -209,7 +241,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             args.to,
             codec.kernel(),
             threads,
-            args.window,
+            ctx.config.replication.window,
             match pace {
                 Some(p) => format!(
                     "paced at the trace's epoch, {:.1} ms",
@@ -267,7 +299,7 @@ fn live(ctx: &Context, args: &Args, codec: Codec, threads: usize) -> anyhow::Res
             return Err(Usage("give --trace, --pid or a command after --".into()).into())
         }
     };
-    let epoch = Duration::from_millis(args.epoch_ms.unwrap_or(ctx.config.record.epoch_ms).max(1));
+    let epoch = Duration::from_millis(ctx.config.record.epoch_ms);
     let guest_pages = args.guest_mib * 256;
     println!(
         "replicating process {} to {}: kernel {}, {} compression thread(s), window {}, epoch {} ms, guest {} MiB",
@@ -275,7 +307,7 @@ fn live(ctx: &Context, args: &Args, codec: Codec, threads: usize) -> anyhow::Res
         args.to,
         codec.kernel(),
         threads,
-        args.window,
+        ctx.config.replication.window,
         epoch.as_millis(),
         args.guest_mib
     );

@@ -126,10 +126,13 @@ struct Compressed {
 
 /// Writes a stream file.
 pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.tuning.kernel)?;
-    let mut opts = ctx.sender_options(&args.tuning, 1);
-    args.format.apply(&mut opts)?;
-    ctx.apply_cache(&mut opts.compress, &args.cache)?;
+    let mut flags = crate::config::FlagSet::default();
+    args.tuning.flags(&mut flags);
+    args.format.flags(&mut flags);
+    args.cache.flags(&mut flags);
+    let ctx = &ctx.with_flags(&flags)?;
+    let codec = ctx.codec()?;
+    let opts = ctx.stream_sender_options(1);
     let (inner, len): (Box<dyn Source>, _) = match &args.trace {
         Some(t) => (
             Box::new(
@@ -302,7 +305,8 @@ fn status(r: &RestoreReport) -> ExitCode {
 
 /// Commits a stream file to an image.
 pub fn restore(ctx: &Context, args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let codec = ctx.codec(args.kernel)?;
+    let ctx = &ctx.with_kernel(args.kernel)?;
+    let codec = ctx.codec()?;
     check_stage(ctx, &args.stream, &args.expect)?;
     let size = args
         .guest_pages
