@@ -67,6 +67,9 @@ enum Command {
     Conformance(commands::conformance::Args),
     /// List the page kernels; with --bench, measure them against the memory floor.
     Kernels(commands::kernels::Args),
+    /// Measure kernels, threads, pinning, ring and cache settings on this
+    /// host and write the best as a configuration file.
+    Tune(commands::tune::Args),
     /// The settings in force and where each came from.
     #[command(subcommand)]
     Config(commands::settings::Command),
@@ -89,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RssPart(a) => commands::pipeline::part(&ctx, a),
         Command::Conformance(a) => commands::conformance::run(&ctx, a),
         Command::Kernels(a) => commands::kernels::run(&ctx, a),
+        Command::Tune(a) => commands::tune::run(&ctx, a),
         Command::Config(c) => commands::settings::run(&ctx, c),
     }
 }

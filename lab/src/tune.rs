@@ -112,6 +112,9 @@ pub struct Score {
     pub workload: String,
     /// Median compress throughput, GB/s of page bytes.
     pub gbps: f64,
+    /// Run-to-run spread of the throughput: half the range between the
+    /// fastest and the slowest run, over the median.
+    pub spread: f64,
     /// Median of the slowest checkpoint per run.
     pub checkpoint_max: Duration,
     /// Stream bytes (the same in every run).
@@ -155,6 +158,7 @@ pub fn compare(
                 label: c.label.clone(),
                 workload: w.name.clone(),
                 gbps: gbps[gbps.len() / 2],
+                spread: (gbps[gbps.len() - 1] - gbps[0]) / 2.0 / gbps[gbps.len() / 2].max(1e-12),
                 checkpoint_max: worst[worst.len() / 2],
                 output_bytes: trials[0].output_bytes,
                 runs: trials.len(),

@@ -2,8 +2,8 @@
 //! and `convert` share: `--format legacy|records`, `--zstd-level N|off`
 //! and `--zstd-placement segments|thread`.
 
-pub use crate::config::{parse_zstd_level, ZstdLevel};
 use crate::config::FlagSet;
+pub use crate::config::{parse_zstd_level, ZstdLevel};
 use ckpt_engine::{Format, ZstdPlacement};
 
 /// Flags choosing the stream a sender writes.

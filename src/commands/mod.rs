@@ -32,12 +32,11 @@ pub mod recv;
 pub mod send;
 pub mod settings;
 pub mod streams;
+pub mod tune;
 
 use crate::config::{resolve_threads, CacheSize, Config, FlagSet, Layers};
 use anyhow::Context as _;
-use ckpt_engine::{
-    CachePolicy, Codec, CompressOptions, Format, Kernel, SenderOptions, ZstdStage,
-};
+use ckpt_engine::{CachePolicy, Codec, CompressOptions, Format, Kernel, SenderOptions, ZstdStage};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -140,21 +139,7 @@ impl Context {
     /// The sender's options for a guest of `guest_pages` pages: the
     /// engine's settings, the receiver's limits, a legacy stream.
     pub fn sender_options(&self, guest_pages: u64) -> SenderOptions {
-        let e = &self.config.engine;
-        let (cache_pages, cache_budget) = cache_size(e.cache_pages, e.cache_budget_mib);
-        SenderOptions {
-            compress: CompressOptions {
-                cache_pages,
-                cache_policy: e.cache_policy,
-                cache_budget,
-                seed_cache: e.seed_cache,
-                threads: self.threads(),
-                pin_threads: e.pin_threads,
-            },
-            ring_pages: e.ring_pages,
-            limits: self.config.receiver.limits(),
-            ..SenderOptions::new(guest_pages)
-        }
+        sender_options(&self.config, guest_pages)
     }
 
     /// The sender's options with the configured stream format and zstd
@@ -171,6 +156,27 @@ impl Context {
             }),
         };
         opts
+    }
+}
+
+/// The sender's options a configuration gives for a guest of
+/// `guest_pages` pages: the engine's settings, the receiver's limits, a
+/// legacy stream.
+pub fn sender_options(config: &Config, guest_pages: u64) -> SenderOptions {
+    let e = &config.engine;
+    let (cache_pages, cache_budget) = cache_size(e.cache_pages, e.cache_budget_mib);
+    SenderOptions {
+        compress: CompressOptions {
+            cache_pages,
+            cache_policy: e.cache_policy,
+            cache_budget,
+            seed_cache: e.seed_cache,
+            threads: resolve_threads(e.threads),
+            pin_threads: e.pin_threads,
+        },
+        ring_pages: e.ring_pages,
+        limits: config.receiver.limits(),
+        ..SenderOptions::new(guest_pages)
     }
 }
 

@@ -82,9 +82,21 @@ impl PrimaryArgs {
     /// The keys these flags set.
     pub fn flags(&self, f: &mut FlagSet) {
         f.opt("replication.window", "--window", self.window);
-        f.opt("replication.heartbeat_ms", "--heartbeat-ms", self.heartbeat_ms);
-        f.opt("replication.ack_timeout_ms", "--timeout-ms", self.timeout_ms);
-        f.opt("replication.reconnect_ms", "--reconnect-ms", self.reconnect_ms);
+        f.opt(
+            "replication.heartbeat_ms",
+            "--heartbeat-ms",
+            self.heartbeat_ms,
+        );
+        f.opt(
+            "replication.ack_timeout_ms",
+            "--timeout-ms",
+            self.timeout_ms,
+        );
+        f.opt(
+            "replication.reconnect_ms",
+            "--reconnect-ms",
+            self.reconnect_ms,
+        );
     }
 }
 

@@ -3,13 +3,13 @@
 
 use super::format::FormatArgs;
 use super::output::{self, Out};
+use super::send::range;
 use super::{CacheArgs, Context, Tuning};
 use crate::config::layers::{default_paths, env_name};
 use crate::config::{
     DurabilityMode, FlagSet, Origin, ACK_TIMEOUT_MS, EPOCH_MS, FAILOVER_TIMEOUT_MS, HEARTBEAT_MS,
     KEYS, RECONNECT_MS, WINDOW,
 };
-use super::send::range;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -76,13 +76,21 @@ impl ShowArgs {
         );
         f.opt("record.epoch_ms", "--epoch-ms", self.epoch_ms);
         f.opt("replication.window", "--window", self.window);
-        f.opt("replication.heartbeat_ms", "--heartbeat-ms", self.heartbeat_ms);
+        f.opt(
+            "replication.heartbeat_ms",
+            "--heartbeat-ms",
+            self.heartbeat_ms,
+        );
         f.opt(
             "replication.ack_timeout_ms",
             "--ack-timeout-ms",
             self.ack_timeout_ms,
         );
-        f.opt("replication.reconnect_ms", "--reconnect-ms", self.reconnect_ms);
+        f.opt(
+            "replication.reconnect_ms",
+            "--reconnect-ms",
+            self.reconnect_ms,
+        );
         f.opt(
             "replication.failover_timeout_ms",
             "--failover-timeout-ms",

@@ -165,7 +165,11 @@ impl Config {
         in_pair("record.epoch_ms", self.record.epoch_ms, EPOCH_MS)?;
         in_pair("replication.window", p.window, WINDOW)?;
         in_pair("replication.heartbeat_ms", p.heartbeat_ms, HEARTBEAT_MS)?;
-        in_pair("replication.ack_timeout_ms", p.ack_timeout_ms, ACK_TIMEOUT_MS)?;
+        in_pair(
+            "replication.ack_timeout_ms",
+            p.ack_timeout_ms,
+            ACK_TIMEOUT_MS,
+        )?;
         in_pair("replication.reconnect_ms", p.reconnect_ms, RECONNECT_MS)?;
         in_pair(
             "replication.failover_timeout_ms",

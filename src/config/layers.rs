@@ -353,7 +353,11 @@ impl Layers {
             self.origin(&key)
         };
         // A value that is not a table where a section is expected.
-        let key = if key.is_empty() { "(top level)".into() } else { key };
+        let key = if key.is_empty() {
+            "(top level)".into()
+        } else {
+            key
+        };
         ConfigError::Invalid {
             key,
             origin,

@@ -13,12 +13,12 @@ pub mod layers;
 mod values;
 
 pub use check::{
-    max_threads, parse_threads, parse_working_set_mib, resolve_threads, OutOfRange, ACK_TIMEOUT_MS,
-    EPOCH_MS, FAILOVER_TIMEOUT_MS, HEARTBEAT_MS, RECONNECT_MS, WINDOW,
+    parse_threads, parse_working_set_mib, resolve_threads, OutOfRange, ACK_TIMEOUT_MS, EPOCH_MS,
+    FAILOVER_TIMEOUT_MS, HEARTBEAT_MS, RECONNECT_MS, WINDOW,
 };
-pub use layers::{ConfigError, FlagSet, Layers, Origin};
 #[cfg(test)]
 use layers::MAX_CONFIG_BYTES;
+pub use layers::{ConfigError, FlagSet, Layers, Origin};
 pub use values::{parse_zstd_level, CacheSize, DurabilityMode, ZstdLevel};
 
 use ckpt_engine::{

@@ -1,3 +1,4 @@
+use super::check::max_threads;
 use super::*;
 use std::path::Path;
 
@@ -139,7 +140,10 @@ fn unknown_keys_and_wrong_types_name_the_key_and_the_file() {
     let e = Config::parse("[bogus]\nx = 1\n").unwrap_err();
     assert!(e.starts_with("bogus (from file text): unknown key"), "{e}");
     let e = Config::parse("[engine]\nthreads = \"two\"\n").unwrap_err();
-    assert!(e.starts_with("engine.threads (from file text): found"), "{e}");
+    assert!(
+        e.starts_with("engine.threads (from file text): found"),
+        "{e}"
+    );
     assert!(e.contains("\"two\""), "{e}");
     let e = Config::parse("[stream]\nformat = \"xml\"\n").unwrap_err();
     assert!(e.starts_with("stream.format (from file text):"), "{e}");
@@ -159,14 +163,14 @@ fn flags_are_over_the_file_and_say_so() {
     assert_eq!(c.engine.ring_pages, 100);
     assert_eq!(c.stream.zstd_level, ZstdLevel::Off);
     assert_eq!(l.origin("engine.threads"), Origin::Flag("--threads".into()));
-    assert_eq!(
-        l.origin("engine.ring_pages"),
-        Origin::File("f.toml".into())
-    );
+    assert_eq!(l.origin("engine.ring_pages"), Origin::File("f.toml".into()));
     assert_eq!(l.origin("engine.kernel"), Origin::Default);
     let mut flags = FlagSet::default();
     flags.set("engine.threads", "--threads", 100_000u64);
     let e = layers.with_flags(&flags).extract().unwrap_err().to_string();
-    assert!(e.starts_with("engine.threads = 100000 is outside 0..="), "{e}");
+    assert!(
+        e.starts_with("engine.threads = 100000 is outside 0..="),
+        "{e}"
+    );
     assert!(e.ends_with("(from flag --threads)"), "{e}");
 }
