@@ -4,8 +4,8 @@
 
 // The configuration belongs to the `ckpt` binary, not to a library: the
 // harness compiles the same file.
-#[allow(dead_code)]
-#[path = "../../src/config.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../../src/config/mod.rs"]
 mod config;
 
 use libfuzzer_sys::fuzz_target;
@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(c) = config::Config::parse(text) {
         assert!(c.check().is_ok());
-        assert!(c.engine.cache_pages >= 1 && c.engine.ring_pages >= 1);
+        if let config::CacheSize::Pages(n) = c.engine.cache_pages {
+            assert!(n >= 1);
+        }
+        assert!(c.engine.ring_pages >= 1);
+        assert!((1..=1024).contains(&c.replication.window));
         assert!((1..=60_000).contains(&c.record.epoch_ms));
         assert!((1..=1 << 28).contains(&c.receiver.max_guest_pages));
     }

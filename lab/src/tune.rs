@@ -115,6 +115,10 @@ pub struct Score {
     /// Run-to-run spread of the throughput: half the range between the
     /// fastest and the slowest run, over the median.
     pub spread: f64,
+    /// Throughput of every run, GB/s, in the order run (repetition by
+    /// repetition, so that two candidates' runs of one index were taken
+    /// side by side).
+    pub runs_gbps: Vec<f64>,
     /// Median of the slowest checkpoint per run.
     pub checkpoint_max: Duration,
     /// Stream bytes (the same in every run).
@@ -151,6 +155,7 @@ pub fn compare(
                 .iter()
                 .map(|t| bytes / t.compress.as_secs_f64().max(1e-9) / 1e9)
                 .collect();
+            let runs_gbps = gbps.clone();
             let mut worst: Vec<Duration> = trials.iter().map(|t| t.checkpoint_max).collect();
             gbps.sort_by(f64::total_cmp);
             worst.sort();
@@ -158,6 +163,7 @@ pub fn compare(
                 label: c.label.clone(),
                 workload: w.name.clone(),
                 gbps: gbps[gbps.len() / 2],
+                runs_gbps,
                 spread: (gbps[gbps.len() - 1] - gbps[0]) / 2.0 / gbps[gbps.len() / 2].max(1e-12),
                 checkpoint_max: worst[worst.len() / 2],
                 output_bytes: trials[0].output_bytes,

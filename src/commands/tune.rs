@@ -221,6 +221,8 @@ struct Figures {
     gbps: f64,
     /// Per trace: median throughput and spread.
     per_trace: Vec<(f64, f64)>,
+    /// Per trace: the throughput of each run, in the order run.
+    runs: Vec<Vec<f64>>,
     /// Stream bytes over every trace.
     bytes: u64,
 }
@@ -228,59 +230,73 @@ struct Figures {
 fn figures(scores: &[Score], workloads: usize, k: usize) -> Figures {
     let mine = &scores[k * workloads..(k + 1) * workloads];
     let per_trace: Vec<(f64, f64)> = mine.iter().map(|s| (s.gbps, s.spread)).collect();
-    let gbps = (per_trace
-        .iter()
-        .map(|(g, _)| g.max(1e-12).ln())
-        .sum::<f64>()
-        / per_trace.len().max(1) as f64)
-        .exp();
     Figures {
-        gbps,
+        gbps: geomean(per_trace.iter().map(|(g, _)| *g)),
         per_trace,
+        runs: mine.iter().map(|s| s.runs_gbps.clone()).collect(),
         bytes: mine.iter().map(|s| s.output_bytes).sum(),
     }
 }
 
-/// Whether `c` is not slower than `inc` beyond the spread on any trace.
-fn not_slower(c: &Figures, inc: &Figures) -> bool {
-    c.per_trace
-        .iter()
-        .zip(&inc.per_trace)
-        .all(|(&(g, sc), &(gi, si))| g >= gi * (1.0 - sc.max(si)))
+fn geomean(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x.max(1e-12).ln(), n + 1));
+    (sum / n.max(1) as f64).exp()
 }
 
-/// The spread that a gain must exceed: the largest of the two candidates'
-/// mean spreads.
-fn noise(c: &Figures, inc: &Figures) -> f64 {
-    let mean = |f: &Figures| {
-        f.per_trace.iter().map(|(_, s)| s).sum::<f64>() / f.per_trace.len().max(1) as f64
-    };
-    mean(c).max(mean(inc))
+/// How `c` compares with `inc`, run against the run taken beside it (so
+/// that a machine that slows down for a while slows both): per trace, the
+/// median ratio of throughputs and half the range of the ratios.
+fn paired(c: &Figures, inc: &Figures) -> Vec<(f64, f64)> {
+    c.runs
+        .iter()
+        .zip(&inc.runs)
+        .map(|(a, b)| {
+            let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y.max(1e-12)).collect();
+            r.sort_by(f64::total_cmp);
+            let median = r.get(r.len() / 2).copied().unwrap_or(1.0);
+            let half_range = (r.last().unwrap_or(&1.0) - r.first().unwrap_or(&1.0)) / 2.0;
+            (median, half_range)
+        })
+        .collect()
+}
+
+/// Whether `c` is slower than `inc` beyond the spread on no trace.
+fn not_slower(c: &Figures, inc: &Figures) -> bool {
+    paired(c, inc).iter().all(|&(r, noise)| r >= 1.0 - noise)
+}
+
+/// Whether `c` is faster than `inc` beyond the spread over the traces and
+/// slower on none; its gain if so.
+fn faster(c: &Figures, inc: &Figures) -> Option<f64> {
+    let p = paired(c, inc);
+    let gain = geomean(p.iter().map(|(r, _)| *r));
+    let noise = p.iter().map(|(_, n)| n).sum::<f64>() / p.len().max(1) as f64;
+    (gain > 1.0 + noise && not_slower(c, inc)).then_some(gain)
 }
 
 /// The candidate chosen (index), by the stage's criterion.
 fn choose(criterion: Criterion, f: &[Figures]) -> usize {
     let inc = &f[0];
-    let mut best = 0;
+    let mut best = (0, 1.0);
     for (k, c) in f.iter().enumerate().skip(1) {
-        let ok = match criterion {
+        match criterion {
             Criterion::Speed => {
-                c.gbps > inc.gbps * (1.0 + noise(c, inc))
-                    && not_slower(c, inc)
-                    && c.gbps > f[best].gbps
+                if let Some(gain) = faster(c, inc).filter(|&g| g > best.1) {
+                    best = (k, gain);
+                }
             }
             // Bytes do not vary from run to run: 1% fewer is a real gain.
             Criterion::Bytes => {
-                (c.bytes as f64) < inc.bytes as f64 * 0.99
+                if (c.bytes as f64) < inc.bytes as f64 * 0.99
+                    && c.bytes < f[best.0].bytes
                     && not_slower(c, inc)
-                    && c.bytes < f[best].bytes
+                {
+                    best = (k, 1.0);
+                }
             }
-        };
-        if ok {
-            best = k;
         }
     }
-    best
+    best.0
 }
 
 fn mib(b: u64) -> f64 {
@@ -459,11 +475,11 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(
         text,
-        "# one in force only when better beyond that spread and slower on no trace; cache"
+        "# one in force only when faster beyond the spread of its runs against the runs"
     )?;
     writeln!(
         text,
-        "# settings by stream bytes (1% fewer at least). Keys not listed keep their defaults."
+        "# taken beside them, and slower on no trace; cache settings by stream bytes (1%\n# fewer at least, no slower). Keys not listed keep their defaults."
     )?;
     writeln!(text, "\n[engine]")?;
     for (key, value, why) in &lines {
