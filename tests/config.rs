@@ -174,7 +174,9 @@ fn bad_values_name_the_key_the_value_the_range_and_the_origin() {
     let dir = temp_dir("errors");
     let file = dir.join("bad.toml");
     let f = file.to_str().unwrap().to_string();
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>, String)> = vec![
+    /// File text, environment, flags, and what the error must say.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<&'a str>, String);
+    let cases: Vec<Case> = vec![
         (
             "[engine]\ncache_page = 1\n",
             vec![],
