@@ -104,8 +104,8 @@ pub use receive::{
     Recovery,
 };
 pub use receive::{
-    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, Replica, SparseMemory,
-    SuperpagePolicy, SuperpageReport,
+    CheckpointInfo, Commit, GuestMemory, ImageFile, PageEncoding, ReceiveError, Receiver, Replica,
+    SparseMemory, SuperpagePolicy, SuperpageReport, VerifiedCheckpoint,
 };
 pub use send::{
     ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,

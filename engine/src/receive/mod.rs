@@ -11,6 +11,7 @@ mod journal;
 mod memory;
 mod receiver;
 mod replica;
+mod verified;
 
 #[cfg(target_os = "linux")]
 pub use extent::ExtentMemory;
@@ -23,3 +24,4 @@ pub use journal::{
 pub use memory::{Commit, GuestMemory, ImageFile, SparseMemory};
 pub use receiver::{CheckpointInfo, ReceiveError, Receiver};
 pub use replica::Replica;
+pub use verified::{PageEncoding, VerifiedCheckpoint};
