@@ -101,7 +101,7 @@ pub use receive::ExtentMemory;
 #[cfg(unix)]
 pub use receive::{
     journal_path, state_path, CommitStats, Discarded, Durability, DurableImage, ImageError,
-    Recovery,
+    RecordFault, Recovery,
 };
 pub use receive::{
     CheckpointInfo, Commit, GuestMemory, ImageFile, PageEncoding, ReceiveError, Receiver, Replica,

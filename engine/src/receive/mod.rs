@@ -19,7 +19,7 @@ pub use extent::{SuperpagePolicy, SuperpageReport};
 #[cfg(unix)]
 pub use journal::{
     journal_path, state_path, CommitStats, Discarded, Durability, DurableImage, ImageError,
-    Recovery,
+    RecordFault, Recovery,
 };
 pub use memory::{Commit, GuestMemory, ImageFile, SparseMemory};
 pub use receiver::{CheckpointInfo, ReceiveError, Receiver};
