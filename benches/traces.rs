@@ -41,6 +41,7 @@ fn traces(c: &mut Criterion) {
                         cache_pages: 8192,
                         threads: 1,
                         pin_threads: true,
+                        ..CompressOptions::default()
                     },
                     ..SenderOptions::new(guest)
                 };

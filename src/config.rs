@@ -1,9 +1,10 @@
 //! The tool's settings, read from a TOML file (see `ckpt.example.toml`).
 //! Unknown keys are errors, so a misspelt setting never goes unnoticed.
 
-use ckpt_engine::{Limits, SuperpagePolicy};
+use ckpt_engine::{CachePolicy, Limits, SuperpagePolicy};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::str::FromStr;
 use thiserror::Error;
 
 /// The whole configuration file.
@@ -26,8 +27,19 @@ pub struct EngineConfig {
     pub kernel: String,
     /// Worker threads for compression; 0 means one per core.
     pub threads: usize,
-    /// Delta cache capacity in pages (the original: 8192, 32 MiB).
-    pub cache_pages: usize,
+    /// Delta cache capacity in pages (the original: 8192, 32 MiB), or
+    /// "auto": sized after each checkpoint to the guest's re-dirtied
+    /// working set within `cache_budget_mib`.
+    pub cache_pages: CacheSize,
+    /// Which pages the delta cache keeps: "lru" (the original's), "s3fifo"
+    /// or "lirs".
+    #[serde(with = "policy_name")]
+    pub cache_policy: CachePolicy,
+    /// Memory the adaptive cache may use, in MiB: copies, bookkeeping and
+    /// ghost entries.
+    pub cache_budget_mib: u64,
+    /// Seed the cache with the pages of the uncompressed first checkpoint.
+    pub seed_cache: bool,
     /// Staging ring capacity in pages.
     pub ring_pages: usize,
     /// Pin each compression thread to its own core.
@@ -39,10 +51,82 @@ impl Default for EngineConfig {
         EngineConfig {
             kernel: "auto".into(),
             threads: 0,
-            cache_pages: 8192,
+            cache_pages: CacheSize::Pages(8192),
+            cache_policy: CachePolicy::Lru,
+            cache_budget_mib: 512,
+            seed_cache: true,
             ring_pages: 8196,
             pin_threads: true,
         }
+    }
+}
+
+/// The delta cache's size: a number of pages, or sized adaptively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "CacheSizeRepr", into = "CacheSizeRepr")]
+pub enum CacheSize {
+    /// A fixed number of pages.
+    Pages(usize),
+    /// Sized to the working set within the budget.
+    Auto,
+}
+
+/// How a cache size is written in TOML: an integer or "auto".
+#[derive(Deserialize, Serialize)]
+#[serde(untagged)]
+enum CacheSizeRepr {
+    Pages(usize),
+    Word(String),
+}
+
+impl TryFrom<CacheSizeRepr> for CacheSize {
+    type Error = String;
+
+    fn try_from(r: CacheSizeRepr) -> Result<Self, String> {
+        match r {
+            CacheSizeRepr::Pages(n) => Ok(CacheSize::Pages(n)),
+            CacheSizeRepr::Word(w) => w.parse(),
+        }
+    }
+}
+
+impl From<CacheSize> for CacheSizeRepr {
+    fn from(s: CacheSize) -> Self {
+        match s {
+            CacheSize::Pages(n) => CacheSizeRepr::Pages(n),
+            CacheSize::Auto => CacheSizeRepr::Word("auto".into()),
+        }
+    }
+}
+
+impl FromStr for CacheSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(CacheSize::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(CacheSize::Pages(n)),
+            _ => Err(format!(
+                "cache size {s:?} is neither a positive number of pages nor \"auto\""
+            )),
+        }
+    }
+}
+
+/// A cache policy written by name.
+mod policy_name {
+    use ckpt_engine::CachePolicy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &CachePolicy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CachePolicy, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -160,7 +244,7 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = Config::parse("[engine]\ncache_pages = 100\nkernel = \"avx2\"\n").unwrap();
-        assert_eq!(c.engine.cache_pages, 100);
+        assert_eq!(c.engine.cache_pages, CacheSize::Pages(100));
         assert_eq!(c.engine.ring_pages, 8196);
         assert_eq!(c.engine.kernel, "avx2");
         assert_eq!(Config::parse("").unwrap(), Config::default());

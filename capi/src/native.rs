@@ -133,6 +133,7 @@ pub unsafe extern "C" fn ckpt_sender_new(
                 cache_pages: 8192,
                 threads,
                 pin_threads: false,
+                ..CompressOptions::default()
             },
             ring_pages: 8192,
             ..SenderOptions::new(guest_pages)

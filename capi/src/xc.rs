@@ -91,6 +91,9 @@ fn new_compressor(p2m_size: u64) -> Result<Compressor, ckpt_engine::SendError> {
         cache_pages: CKPT_XC_CACHE_PAGES,
         threads: 1,
         pin_threads: false,
+        // The original's LRU, nothing seeded: its bytes exactly.
+        seed_cache: false,
+        ..CompressOptions::default()
     };
     Compressor::new(Codec::best(), &opts, CKPT_XC_STAGING_PAGES, p2m_size)
 }

@@ -108,8 +108,8 @@ pub use receive::{
     SparseMemory, SuperpagePolicy, SuperpageReport, VerifiedCheckpoint,
 };
 pub use send::{
-    ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats, Sender,
-    SenderOptions, MAX_CACHE_PAGES,
+    CachePolicy, ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats,
+    Sender, SenderOptions, UnknownPolicy, MAX_CACHE_PAGES,
 };
 pub use stream::{
     Event, Format, Limits, StreamError, StreamHeader, ZstdPlacement, ZstdStage, DEFAULT_ZSTD_LEVEL,

@@ -29,6 +29,7 @@ fn options(guest_pages: u64) -> SenderOptions {
             cache_pages: 800,
             threads: 2,
             pin_threads: false,
+            ..CompressOptions::default()
         },
         // Not a multiple of the 1024-entry PFN batch: batch boundaries
         // fall inside extents.

@@ -25,6 +25,7 @@ fn options(guest: u64, threads: usize, ring: usize, zstd: Option<ZstdStage>) -> 
             cache_pages: 600,
             threads,
             pin_threads: false,
+            ..CompressOptions::default()
         },
         ring_pages: ring,
         stream_id: Some(7),

@@ -53,6 +53,7 @@ fn run(checkpoints: Vec<Vec<Call>>, ring: usize, cache: usize, threads: usize) {
             cache_pages: cache,
             threads,
             pin_threads: false,
+            ..CompressOptions::default()
         },
         ring_pages: ring,
         ..SenderOptions::new(GUEST)

@@ -24,6 +24,7 @@ fn send(threads: usize, ring: usize, cache: usize) -> (Vec<u8>, Expected) {
             cache_pages: cache,
             threads,
             pin_threads: true,
+            ..CompressOptions::default()
         },
         ring_pages: ring,
         stream_id: Some(42),

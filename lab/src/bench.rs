@@ -114,6 +114,19 @@ pub struct BenchReport {
     pub full_miss_share: f64,
     /// Pages sent as deltas, as a share.
     pub delta_share: f64,
+    /// Delta-cache policy.
+    pub cache_policy: String,
+    /// Whether the initial image seeded the cache.
+    pub cache_seeded: bool,
+    /// The cache's capacity in pages after each checkpoint, the initial
+    /// image's first (it changes only when sized adaptively).
+    pub cache_pages: Vec<u64>,
+    /// Most memory the cache held: slots used, entries, ghosts, sizer.
+    pub cache_bytes: u64,
+    /// Normal pages of the compressed checkpoints found in the cache.
+    pub hit_rate: f64,
+    /// Normal pages sent FULL because they missed the cache.
+    pub full_pages: u64,
     /// Pages unchanged, as a share.
     pub empty_share: f64,
     /// Staging latency per compressed checkpoint (guest-paused copy).
@@ -251,6 +264,7 @@ pub fn run(
     let mut dirty = Histogram::<u64>::new(3).expect("histogram");
     let mut series: Vec<CheckpointFigures> = Vec::new();
     let mut totals = SendStats::default();
+    let mut cache_pages = Vec::new();
     let started = std::cell::Cell::new(Instant::now());
     replay_observed(
         &mut source,
@@ -293,6 +307,7 @@ pub fn run(
                 b.sync()?;
             }
             let now = sender.stats();
+            cache_pages.push(now.cache_pages);
             let mut f = checkpoint_figures(series.len() as u64, &totals, &now);
             f.stage_ms = stage.as_secs_f64() * 1e3;
             f.checkpoint_ms = whole.as_secs_f64() * 1e3;
@@ -387,6 +402,16 @@ pub fn run(
         full_miss_share: share(sent.counts.full_miss),
         delta_share: share(sent.counts.delta),
         empty_share: share(sent.counts.empty),
+        cache_policy: opts.compress.cache_policy.name().into(),
+        cache_seeded: opts.compress.seed_cache,
+        cache_pages,
+        cache_bytes: sent.cache_bytes,
+        hit_rate: {
+            let c = &sent.counts;
+            let hits = c.empty + c.delta;
+            hits as f64 / (hits + c.full_miss).max(1) as f64
+        },
+        full_pages: sent.counts.full_miss,
         stage_ms: q(|c| c.stage_ms),
         compress_ms: q(|c| c.compress_ms),
         checkpoint_ms: q(|c| c.checkpoint_ms),

@@ -3,7 +3,7 @@
 //! and (b) that decoding the outputs gives back every input page.
 
 use crate::vectors::VectorReader;
-use ckpt_engine::{CompressOptions, Compressor, PageType};
+use ckpt_engine::{CachePolicy, CompressOptions, Compressor, PageType};
 use ckpt_simd::{Codec, Page, PAGE_SIZE};
 use std::collections::HashMap;
 use std::fs::File;
@@ -64,8 +64,12 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         .trim_end_matches(".vec")
         .to_string();
     let mut reader = VectorReader::new(open_vector(path)?)?;
+    // The original's cache: LRU, fixed size, empty at the start.
     let opts = CompressOptions {
         cache_pages: ORIGINAL_CACHE_PAGES,
+        cache_policy: CachePolicy::Lru,
+        cache_budget: None,
+        seed_cache: false,
         threads,
         pin_threads: true,
     };
@@ -110,6 +114,92 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         // (b) decode the original's bytes and check every input page.
         if result.failure.is_none() {
             result.failure = replay_receiver(index, &cp, &mut memory, codec);
+        }
+    }
+    Ok(result)
+}
+
+/// Outcome of one vector file's inputs sent through a cache policy.
+#[derive(Debug)]
+pub struct RoundTrip {
+    /// File name without extensions.
+    pub name: String,
+    /// Pages sent FULL because they missed the cache, per checkpoint.
+    pub full_misses: Vec<u64>,
+    /// Compressed bytes, all checkpoints.
+    pub bytes: u64,
+    /// The first page that did not decode to its input, if any.
+    pub failure: Option<String>,
+}
+
+/// Sends one vector file's inputs through the [`Compressor`] with the
+/// original's sizes but `policy`'s cache, and decodes the output: every
+/// page must come back as it went in. (Only LRU gives the vectors' bytes;
+/// any policy gives a stream the receiver reproduces.)
+pub fn round_trip_case(
+    path: &Path,
+    codec: Codec,
+    threads: usize,
+    policy: CachePolicy,
+) -> io::Result<RoundTrip> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("?")
+        .trim_end_matches(".zst")
+        .trim_end_matches(".vec")
+        .to_string();
+    let mut reader = VectorReader::new(open_vector(path)?)?;
+    let opts = CompressOptions {
+        cache_pages: ORIGINAL_CACHE_PAGES,
+        cache_policy: policy,
+        cache_budget: None,
+        seed_cache: false,
+        threads,
+        pin_threads: true,
+    };
+    let mut compressor =
+        Compressor::new(codec, &opts, ORIGINAL_RING_PAGES, 1 << 28).map_err(io::Error::other)?;
+    let mut memory: HashMap<u64, Box<Page>> = HashMap::new();
+    let mut result = RoundTrip {
+        name,
+        full_misses: Vec::new(),
+        bytes: 0,
+        failure: None,
+    };
+    while let Some(cp) = reader.next_checkpoint()? {
+        let mut outputs: Vec<Vec<u8>> = Vec::new();
+        let mut full = 0;
+        for rec in &cp.records {
+            let ty = if rec.raw {
+                PageType::PageTable {
+                    level: 1,
+                    pinned: false,
+                }
+            } else {
+                PageType::Normal
+            };
+            if let Some(chunk) = compressor
+                .stage(rec.pfn, ty, &rec.page)
+                .map_err(io::Error::other)?
+            {
+                full += chunk.counts().full_miss;
+                outputs.push(chunk.to_vec());
+            }
+        }
+        if let Some(chunk) = compressor.finish() {
+            full += chunk.counts().full_miss;
+            outputs.push(chunk.to_vec());
+        }
+        result.full_misses.push(full);
+        result.bytes += outputs.iter().map(|o| o.len() as u64).sum::<u64>();
+        let ours = crate::vectors::VecCheckpoint {
+            records: cp.records,
+            outputs,
+        };
+        if result.failure.is_none() {
+            let index = result.full_misses.len();
+            result.failure = replay_receiver(index, &ours, &mut memory, codec);
         }
     }
     Ok(result)

@@ -58,6 +58,7 @@ pub fn compress_ms(codec: Codec, reps: usize) -> Result<(f64, f64), LabError> {
                 cache_pages: 2 * PAGES,
                 threads,
                 pin_threads: true,
+                ..CompressOptions::default()
             },
         )
     };
@@ -160,6 +161,7 @@ pub fn rss_sender(codec: Codec, threads: usize, out: &Path) -> Result<u64, LabEr
             cache_pages: 8192,
             threads,
             pin_threads: true,
+            ..CompressOptions::default()
         },
         ring_pages: PAGES,
         ..SenderOptions::new(RSS_GUEST)

@@ -23,6 +23,7 @@ fn stream(format: Format, zstd: Option<ZstdStage>) -> Vec<u8> {
             cache_pages: 400,
             threads: 1,
             pin_threads: false,
+            ..CompressOptions::default()
         },
         ring_pages: 512,
         format,

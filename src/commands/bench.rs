@@ -2,7 +2,7 @@
 
 use super::format::FormatArgs;
 use super::output::{self, gbps, mib, size, Out};
-use super::{Context, Tuning};
+use super::{CacheArgs, Context, Tuning};
 use anyhow::Context as _;
 use ckpt_lab::bench::BenchReport;
 use serde::Serialize;
@@ -30,6 +30,8 @@ pub struct Args {
     tuning: Tuning,
     #[command(flatten)]
     format: FormatArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// The `--json` document.
@@ -43,6 +45,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
     let mut opts = ctx.sender_options(&args.tuning, 1);
     args.format.apply(&mut opts)?;
+    ctx.apply_cache(&mut opts.compress, &args.cache)?;
     let traces = match (args.trace, args.all) {
         (Some(t), _) => vec![t],
         (None, true) => super::bundled_traces()?,
@@ -134,6 +137,15 @@ fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
         100.0 * r.delta_share,
         100.0 * r.empty_share
     )?;
+    writeln!(
+        out,
+        "  cache: {}{}, hit rate {:.1}%, {} at most; pages per checkpoint {}",
+        r.cache_policy,
+        if r.cache_seeded { ", seeded" } else { "" },
+        100.0 * r.hit_rate,
+        size(r.cache_bytes),
+        pages_list(&r.cache_pages)
+    )?;
     writeln!(out, "  latency per checkpoint after the initial image:")?;
     for (name, q) in [
         ("stage", &r.stage_ms),
@@ -197,4 +209,19 @@ fn print(out: &mut Out, r: &BenchReport) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The sizes per checkpoint, runs of one size written once with a count.
+fn pages_list(pages: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < pages.len() {
+        let run = pages[i..].iter().take_while(|&&p| p == pages[i]).count();
+        out.push(match run {
+            1 => pages[i].to_string(),
+            n => format!("{} x{n}", pages[i]),
+        });
+        i += run;
+    }
+    out.join(", ")
 }

@@ -32,9 +32,9 @@ pub mod recv;
 pub mod send;
 pub mod streams;
 
-use crate::config::{resolve_threads, Config};
+use crate::config::{resolve_threads, CacheSize, Config};
 use anyhow::Context as _;
-use ckpt_engine::{Codec, CompressOptions, Kernel, SenderOptions};
+use ckpt_engine::{CachePolicy, Codec, CompressOptions, Kernel, SenderOptions};
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -100,20 +100,45 @@ impl Context {
         resolve_threads(flag.unwrap_or(self.config.engine.threads))
     }
 
-    /// The sender's options for a guest of `guest_pages` pages.
+    /// The sender's options for a guest of `guest_pages` pages (the
+    /// delta cache as the config says; see [`Context::apply_cache`]).
     pub fn sender_options(&self, tuning: &Tuning, guest_pages: u64) -> SenderOptions {
         let e = &self.config.engine;
+        let (cache_pages, cache_budget) = cache_size(e.cache_pages, e.cache_budget_mib);
         SenderOptions {
             compress: CompressOptions {
-                cache_pages: e.cache_pages,
+                cache_pages,
+                cache_policy: e.cache_policy,
+                cache_budget,
+                seed_cache: e.seed_cache,
                 threads: self.threads(tuning.threads()),
                 pin_threads: e.pin_threads,
             },
             ring_pages: e.ring_pages,
-            guest_pages,
             limits: self.config.receiver.limits(),
             ..SenderOptions::new(guest_pages)
         }
+    }
+
+    /// The delta-cache flags over the config's settings.
+    pub fn apply_cache(&self, opts: &mut CompressOptions, args: &CacheArgs) -> anyhow::Result<()> {
+        let e = &self.config.engine;
+        let size = args.cache_pages.unwrap_or(e.cache_pages);
+        if let (Some(_), CacheSize::Pages(_)) = (args.cache_budget_mib, size) {
+            return Err(Usage(
+                "--cache-budget-mib bounds the adaptive size: give --cache-pages auto".into(),
+            )
+            .into());
+        }
+        let mib = args.cache_budget_mib.unwrap_or(e.cache_budget_mib);
+        (opts.cache_pages, opts.cache_budget) = cache_size(size, mib);
+        if let Some(p) = args.cache_policy {
+            opts.cache_policy = p;
+        }
+        if args.no_cache_seed {
+            opts.seed_cache = false;
+        }
+        Ok(())
     }
 }
 
@@ -163,9 +188,15 @@ fn embedded_redis() -> anyhow::Result<std::path::PathBuf> {
 /// with the range, never used.
 pub fn check_ranges(c: &Config) -> Result<(), String> {
     let e = &c.engine;
-    let checks: [(&str, u64, std::ops::RangeInclusive<u64>); 4] = [
+    // An adaptive cache's size is bounded by its budget instead.
+    let cache_pages = match e.cache_pages {
+        CacheSize::Pages(n) => n as u64,
+        CacheSize::Auto => 1,
+    };
+    let checks: [(&str, u64, std::ops::RangeInclusive<u64>); 5] = [
         ("engine.threads", e.threads as u64, 0..=MAX_THREADS as u64),
-        ("engine.cache_pages", e.cache_pages as u64, 1..=1 << 24),
+        ("engine.cache_pages", cache_pages, 1..=1 << 24),
+        ("engine.cache_budget_mib", e.cache_budget_mib, 1..=1 << 20),
         ("engine.ring_pages", e.ring_pages as u64, 1..=1 << 24),
         ("record.epoch_ms", c.record.epoch_ms, 1..=60_000),
     ];
@@ -179,6 +210,43 @@ pub fn check_ranges(c: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Where an adaptive cache starts when it is not seeded: the original's size.
+const AUTO_START_PAGES: usize = 8192;
+
+/// `CompressOptions::cache_pages` and `cache_budget` for a size setting.
+fn cache_size(size: CacheSize, budget_mib: u64) -> (usize, Option<u64>) {
+    match size {
+        CacheSize::Pages(n) => (n, None),
+        CacheSize::Auto => (AUTO_START_PAGES, Some(budget_mib.saturating_mul(1 << 20))),
+    }
+}
+
+/// The delta-cache flags, shared by every command that sends.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CacheArgs {
+    /// Delta-cache policy, overriding the config
+    #[arg(long, value_name = "NAME", value_parser = policy_parser())]
+    pub cache_policy: Option<CachePolicy>,
+    /// Delta-cache size in pages, or "auto": resized after each checkpoint
+    /// to the guest's re-dirtied working set, within --cache-budget-mib
+    #[arg(long, value_name = "N|auto")]
+    pub cache_pages: Option<CacheSize>,
+    /// Memory the adaptive cache may use, in MiB (page copies, bookkeeping
+    /// and ghost entries; the config's default is 512)
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub cache_budget_mib: Option<u64>,
+    /// Leave the cache empty until the first compressed checkpoint, instead
+    /// of seeding it with the uncompressed first checkpoint's pages
+    #[arg(long)]
+    pub no_cache_seed: bool,
+}
+
+fn policy_parser() -> impl clap::builder::TypedValueParser<Value = CachePolicy> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(CachePolicy::NAMES)
+        .map(|s| s.parse::<CachePolicy>().unwrap_or_default())
 }
 
 /// Flags that tune the engine for one run, over the config.

@@ -32,6 +32,8 @@ pub struct CompressArgs {
     tuning: Tuning,
     #[command(flatten)]
     format: FormatArgs,
+    #[command(flatten)]
+    cache: super::CacheArgs,
 }
 
 /// Arguments of `ckpt restore`.
@@ -120,6 +122,7 @@ pub fn compress(ctx: &Context, args: CompressArgs) -> anyhow::Result<ExitCode> {
     let codec = ctx.codec(args.tuning.kernel)?;
     let mut opts = ctx.sender_options(&args.tuning, 1);
     args.format.apply(&mut opts)?;
+    ctx.apply_cache(&mut opts.compress, &args.cache)?;
     let (inner, len): (Box<dyn Source>, _) = match &args.trace {
         Some(t) => (
             Box::new(

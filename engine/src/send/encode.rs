@@ -15,7 +15,7 @@
 //! carries one frame per segment, and segments are made coarser so that
 //! frames stay large.
 
-use super::cache::DeltaCache;
+use super::cache::{CachePolicy, DeltaCache, SlotTable};
 use super::plan::{Decision, Planner, Segment, SlotWaves};
 use super::ring::StagingRing;
 use super::stats::FormCounts;
@@ -140,8 +140,19 @@ impl Chunk {
 /// Settings of the compressing stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompressOptions {
-    /// Delta cache capacity in pages.
+    /// Delta cache capacity in pages; with `cache_budget`, the size the
+    /// cache starts from when it is not seeded.
     pub cache_pages: usize,
+    /// Which pages the delta cache keeps (LRU reproduces the original).
+    pub cache_policy: CachePolicy,
+    /// Size the cache after each checkpoint to the guest's re-dirtied
+    /// working set, within this many bytes (copies, bookkeeping and ghost
+    /// entries). `None`: fixed at `cache_pages`.
+    pub cache_budget: Option<u64>,
+    /// Store the pages of uncompressed checkpoints (Format A) in the cache:
+    /// the backup holds them, so they serve as references from the first
+    /// compressed checkpoint on.
+    pub seed_cache: bool,
     /// Worker threads for the page kernels (1: no parallelism).
     pub threads: usize,
     /// Pin each worker thread to its own core.
@@ -152,6 +163,9 @@ impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
             cache_pages: 8192,
+            cache_policy: CachePolicy::Lru,
+            cache_budget: None,
+            seed_cache: true,
             threads: 1,
             pin_threads: false,
         }
@@ -314,7 +328,7 @@ impl BatchCompressor {
             None
         };
         Ok(BatchCompressor {
-            cache: DeltaCache::new(opts.cache_pages),
+            cache: DeltaCache::with_options(opts),
             waves: SlotWaves::default(),
             codec,
             pool,
@@ -332,6 +346,20 @@ impl BatchCompressor {
     #[cfg_attr(not(feature = "lab"), allow(dead_code))]
     pub(crate) fn cache(&self) -> &DeltaCache {
         &self.cache
+    }
+
+    /// Seeds the cache with the pages staged in `ring` (a batch sent
+    /// uncompressed) and hashes every page into `hashes`, on the pool.
+    pub(crate) fn seed(&mut self, ring: &StagingRing, hashes: &mut Vec<u128>) {
+        let pool = self.pool.as_ref();
+        self.cache
+            .seed(ring, self.codec, pool, &mut self.waves, hashes);
+    }
+
+    /// Ends a checkpoint: the cache resizes if it is sized adaptively.
+    /// Returns its capacity in pages and the memory it holds.
+    pub(crate) fn end_checkpoint(&mut self) -> (usize, usize) {
+        (self.cache.end_checkpoint(), self.cache.memory_bytes())
     }
 
     /// Hashes every page staged in `ring` (a batch sent uncompressed) into
@@ -368,7 +396,7 @@ impl BatchCompressor {
         if chunk.buf.len() < need {
             chunk.buf = vec![0u8; need.max(ring.capacity() * MAX_ENCODED_LEN)];
         }
-        let (index, arena) = self.cache.split_mut();
+        let (index, mut slots) = self.cache.split_mut(n);
         let seg = match (&self.pool, zstd) {
             (Some(_), None) => (n / (self.threads * 8)).clamp(16, 512),
             (Some(_), Some(_)) => n.div_ceil(self.threads * ZSTD_SEGMENTS_PER_THREAD).max(64),
@@ -383,7 +411,7 @@ impl BatchCompressor {
         while let Some(first_segment) = next.take() {
             // One wave: its segments use each slot at most once.
             let mut wave = Wave {
-                slots: arena.iter_mut().map(Some).collect(),
+                slots: slots.table(),
                 out: std::mem::take(&mut out),
             };
             let spare = &mut spare;
@@ -434,7 +462,7 @@ impl BatchCompressor {
 
 /// The cache slots and the output not yet handed out in one wave.
 struct Wave<'s, 'o> {
-    slots: Vec<Option<&'s mut PageBuf>>,
+    slots: SlotTable<'s>,
     out: &'o mut [u8],
 }
 
@@ -456,8 +484,8 @@ impl<'s, 'o> Wave<'s, 'o> {
                 .map(|&decision| Work {
                     decision,
                     slot: decision.slot().map(|s| {
-                        self.slots[s as usize]
-                            .take()
+                        self.slots
+                            .take(s)
                             .expect("the plan hands out a slot once per wave")
                     }),
                 })

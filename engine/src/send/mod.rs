@@ -1,7 +1,8 @@
 //! The primary's side: a Remus sender's pages in, a checkpoint stream out.
 //!
 //! - [`ring`]: the staging ring the guest-paused copy fills (`docs/FORMAT.md` §3);
-//! - [`cache`]: the delta cache of last-sent copies (§2);
+//! - [`cache`]: the delta cache of last-sent copies, its policies, seeding
+//!   and adaptive size (§2);
 //! - [`plan`]: every cache decision of a batch, made before encoding (§2);
 //! - [`encode`]: the batch encoded on the worker pool (§1);
 //! - [`sender`]: the `Sender`, whose [`pipeline`] overlaps staging, encoding
@@ -19,7 +20,7 @@ mod sender;
 mod sink;
 mod stats;
 
-pub use cache::MAX_CACHE_PAGES;
+pub use cache::{CachePolicy, UnknownPolicy, MAX_CACHE_PAGES};
 pub use compressor::{ChunkView, Compressor};
 pub use encode::CompressOptions;
 #[cfg(feature = "lab")]

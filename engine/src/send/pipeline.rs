@@ -22,6 +22,9 @@ pub(super) struct CheckpointEnd {
     pub(super) toolstack: Vec<ToolstackChunk>,
     pub(super) enable_compression: bool,
     pub(super) started: Instant,
+    /// The cache's capacity and memory after the checkpoint (set by the
+    /// compress stage).
+    pub(super) cache: (usize, usize),
 }
 
 pub(super) enum Work {
@@ -101,7 +104,11 @@ pub(super) fn compress_stage(
                     }
                 } else {
                     let mut hashes = Vec::new();
-                    batch.hash_pages(&ring, &mut hashes);
+                    if !compressed && batch.cache().seeding() {
+                        batch.seed(&ring, &mut hashes);
+                    } else {
+                        batch.hash_pages(&ring, &mut hashes);
+                    }
                     Out::Batch {
                         entries,
                         chunk: None,
@@ -111,7 +118,10 @@ pub(super) fn compress_stage(
                     }
                 }
             }
-            Work::End(end) => Out::End(end),
+            Work::End(end) => Out::End(CheckpointEnd {
+                cache: batch.end_checkpoint(),
+                ..end
+            }),
             Work::Sync(tx) => Out::Sync(tx),
             Work::Finish => Out::Finish,
         };
@@ -187,12 +197,14 @@ pub(super) fn write_stage<W: Write>(
                     let _ = chunk_back.send(*c);
                 }
             }
-            Out::End(CheckpointEnd { started, .. }) => {
+            Out::End(CheckpointEnd { started, cache, .. }) => {
                 let mut sh = shared.lock().expect("sender state");
                 if let Some(writer) = &w {
                     sh.stats.checkpoints += 1;
                     sh.stats.output_bytes = writer.written();
                 }
+                sh.stats.cache_pages = cache.0 as u64;
+                sh.stats.cache_bytes = sh.stats.cache_bytes.max(cache.1 as u64);
                 sh.latencies.compress.record(cp.compress);
                 sh.latencies.write.record(cp.write);
                 sh.latencies.zstd.record(cp.zstd);

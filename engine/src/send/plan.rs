@@ -4,7 +4,8 @@
 //!
 //! A plan is a sequence of [`Segment`]s of consecutive staged pages, each
 //! page with its [`Decision`]: sent raw, a hit on a cached slot, or a miss
-//! that takes a slot (a free one, else the least recently used PFN's). The
+//! that takes a slot (a free one, else the victim the cache's policy
+//! chooses: the least recently used PFN's under LRU). The
 //! raw pages of the batch drop their cached copies before anything is
 //! decided, exactly as the original dropped them at staging time; a raw
 //! page also drops a copy that an earlier normal page of the same batch
@@ -97,6 +98,8 @@ pub(crate) struct Planner<'a> {
     /// A decision made but not yet placed: its slot was taken in this wave.
     carried: Option<Decision>,
     segment_pages: usize,
+    /// An uncompressed batch: every normal page is stored.
+    seeding: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -119,6 +122,21 @@ impl<'a> Planner<'a> {
             next: 0,
             carried: None,
             segment_pages: segment_pages.max(1),
+            seeding: false,
+        }
+    }
+
+    /// Like [`Planner::new`], for an uncompressed batch that seeds the
+    /// cache: a hit's slot and a miss's slot both receive the page.
+    pub(crate) fn seeding(
+        index: &'a mut CacheIndex,
+        entries: &'a [StagedPage],
+        waves: &'a mut SlotWaves,
+        segment_pages: usize,
+    ) -> Planner<'a> {
+        Planner {
+            seeding: true,
+            ..Planner::new(index, entries, waves, segment_pages)
         }
     }
 
@@ -129,7 +147,12 @@ impl<'a> Planner<'a> {
             self.index.invalidate(e.pfn);
             return Decision::Raw;
         }
-        match self.index.lookup(e.pfn) {
+        let lookup = if self.seeding {
+            self.index.seed(e.pfn)
+        } else {
+            self.index.lookup(e.pfn)
+        };
+        match lookup {
             Lookup::Hit(s) => Decision::Hit(s),
             Lookup::Miss { slot, evicted } => Decision::Miss { slot, evicted },
         }
@@ -210,7 +233,7 @@ mod tests {
     /// Plans a batch and returns its segments.
     fn plan(cache: &mut DeltaCache, batch: &[StagedPage], seg: usize) -> Vec<Segment> {
         let mut waves = SlotWaves::default();
-        let (index, _) = cache.split_mut();
+        let (index, _) = cache.split_mut(batch.len());
         Planner::new(index, batch, &mut waves, seg).collect()
     }
 
@@ -303,6 +326,110 @@ mod tests {
         );
         let barriers: Vec<(usize, bool)> = p.iter().map(|s| (s.first, s.after_all)).collect();
         assert_eq!(barriers, [(0, false), (2, true), (4, true)]);
+    }
+
+    use crate::send::cache::CachePolicy;
+
+    /// Plans an uncompressed batch that seeds the cache.
+    fn plan_seed(cache: &mut DeltaCache, batch: &[StagedPage]) -> Vec<Decision> {
+        let mut waves = SlotWaves::default();
+        let (index, _) = cache.split_mut(batch.len());
+        decisions(&Planner::seeding(index, batch, &mut waves, 64).collect::<Vec<_>>())
+    }
+
+    fn hits(d: &[Decision]) -> usize {
+        d.iter().filter(|d| matches!(d, Hit(_))).count()
+    }
+
+    #[test]
+    fn every_policy_frees_a_raw_pages_slot_at_staging_time() {
+        // The rule of a_raw_page_frees_its_slot_at_staging_time_for_an_
+        // earlier_miss holds whatever the policy: the index hands out a
+        // free slot before asking the policy for a victim.
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 3);
+            plan(&mut c, &normal(&[1, 2, 3]), 64);
+            let batch = staged(&[(9, PageType::Normal), (2, RAW)]);
+            let p = plan(&mut c, &batch, 64);
+            assert_eq!(decisions(&p), [miss(1, None), Raw], "{policy}");
+            assert!(
+                c.contains(1) && c.contains(3) && c.contains(9) && !c.contains(2),
+                "{policy}"
+            );
+            // A normal copy stored earlier in the batch does not outlive
+            // the raw page of the same PFN.
+            let p = plan(&mut c, &staged(&[(5, PageType::Normal), (5, RAW)]), 64);
+            assert!(matches!(decisions(&p)[..], [Miss { .. }, Raw]), "{policy}");
+            assert!(!c.contains(5), "{policy}");
+        }
+    }
+
+    #[test]
+    fn every_policy_seeds_from_an_uncompressed_batch_and_raw_pages_drop_seeds() {
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 8);
+            let batch = staged(&[
+                (1, PageType::Normal),
+                (2, PageType::Normal),
+                (3, RAW),
+                (4, PageType::Normal),
+            ]);
+            assert_eq!(
+                plan_seed(&mut c, &batch),
+                [miss(0, None), miss(1, None), Raw, miss(2, None)],
+                "{policy}"
+            );
+            // A later uncompressed batch: 2 again (same slot), 1 now raw.
+            let batch = staged(&[(2, PageType::Normal), (1, RAW)]);
+            assert_eq!(plan_seed(&mut c, &batch), [Hit(1), Raw], "{policy}");
+            // The first compressed batch finds the seeds.
+            let p = plan(&mut c, &normal(&[1, 2, 3, 4]), 64);
+            assert_eq!(
+                decisions(&p),
+                [miss(0, None), Hit(1), miss(3, None), Hit(2)],
+                "{policy}"
+            );
+        }
+    }
+
+    #[test]
+    fn scan_resistant_policies_keep_a_hot_set_through_a_scan_larger_than_the_cache() {
+        let hot: Vec<u64> = (0..20).collect();
+        let scan: Vec<u64> = (1000..1500).collect();
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 100);
+            for _ in 0..3 {
+                plan(&mut c, &normal(&hot), 64);
+            }
+            let p = decisions(&plan(&mut c, &normal(&scan), 64));
+            assert_eq!(hits(&p), 0, "{policy}: the scan is new");
+            let after = decisions(&plan(&mut c, &normal(&hot), 64));
+            let want = match policy {
+                CachePolicy::Lru => 0, // the scan pushed every hot page out
+                CachePolicy::S3Fifo | CachePolicy::Lirs => hot.len(),
+            };
+            assert_eq!(hits(&after), want, "{policy}");
+        }
+    }
+
+    #[test]
+    fn lirs_keeps_part_of_a_set_re_dirtied_in_order_larger_than_the_cache() {
+        // The overflow vector's pattern: 150 pages, in the same order every
+        // checkpoint, through 100 slots. LRU misses every page every time.
+        let set: Vec<u64> = (0..150).collect();
+        for policy in CachePolicy::ALL {
+            let mut c = DeltaCache::with_policy(policy, 100);
+            plan(&mut c, &normal(&set), 64);
+            let later: Vec<usize> = (0..4)
+                .map(|_| hits(&decisions(&plan(&mut c, &normal(&set), 64))))
+                .collect();
+            match policy {
+                CachePolicy::Lru => assert_eq!(later, [0; 4]),
+                // The 99 LIR pages hit in every round once they are LIR.
+                CachePolicy::Lirs => assert!(later[1..].iter().all(|&h| h >= 98), "{later:?}"),
+                CachePolicy::S3Fifo => assert!(later.iter().sum::<usize>() > 0, "{later:?}"),
+            }
+        }
     }
 
     #[test]

@@ -383,6 +383,7 @@ impl<W: Write + Send + 'static> Sender<W> {
             toolstack: open.toolstack,
             enable_compression: enable,
             started: open.started,
+            cache: (0, 0),
         }))?;
         let stage = open.started.elapsed();
         self.shared

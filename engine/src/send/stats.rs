@@ -64,6 +64,12 @@ pub struct SendStats {
     pub zstd_time: Duration,
     /// Bytes of the stream outside every checkpoint: its header(s) and end.
     pub framing_bytes: u64,
+    /// Delta-cache capacity in pages chosen at the end of the last
+    /// checkpoint (it changes only when the cache is sized adaptively).
+    pub cache_pages: u64,
+    /// Most memory the delta cache held at the end of a checkpoint: slots
+    /// used, entries (ghosts too) and the sizer's bookkeeping.
+    pub cache_bytes: u64,
 }
 
 /// One latency distribution, in microseconds, one value per checkpoint.
