@@ -236,7 +236,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             c.syncs as f64 / c.commits as f64
         )?;
         writeln!(out, "{}", super::latency_row("commit", &c.commit))?;
-        writeln!(out, "{}", super::latency_row("  journal", &c.journal))?;
+        if c.journal.count() > 0 {
+            writeln!(out, "{}", super::latency_row("  journal", &c.journal))?;
+        }
         writeln!(out, "{}", super::latency_row("  apply", &c.apply))?;
         writeln!(out, "{}", super::send::latency_line("retire", &c.settle))?;
     }
