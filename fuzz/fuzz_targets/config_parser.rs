@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(c) = config::Config::parse(text) {
         assert!(c.check().is_ok());
-        assert!(c.engine.cache_pages >= 1 && c.engine.ring_pages >= 1);
+        if let config::CacheSize::Pages(n) = c.engine.cache_pages {
+            assert!(n >= 1);
+        }
+        assert!(c.engine.ring_pages >= 1 && c.engine.cache_budget_mib >= 1);
         assert!((1..=60_000).contains(&c.record.epoch_ms));
         assert!((1..=1 << 28).contains(&c.receiver.max_guest_pages));
     }
