@@ -9,6 +9,7 @@
       load on one of the cores).
 
   scripts/scaling.py builds --before OLD_CKPT --before-traces DIR [--reps 5]
+                            [--after-args "--no-cache-seed"]
       another build of ckpt (with its own copies of the traces, in the trace
       format it reads) against this one, alternating, 1 and 2 threads:
       encode / floor and decode GB/s per trace.
@@ -27,15 +28,20 @@ import time
 TRACES = ["gcc", "postgres", "python", "redis"]
 
 
-def bench(ckpt, trace, threads, config=None):
+def bench(ckpt, trace, threads, config=None, extra=()):
     cmd = [ckpt]
     if config:
         cmd += ["--config", config]
-    cmd += ["bench", "--trace", trace, "--json", "--threads", str(threads)]
+    cmd += ["bench", "--trace", trace, "--json", "--threads", str(threads), *extra]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     doc = json.loads(out)
     # Older builds print one object per trace, newer ones {"traces": [...]}.
     return doc["traces"][0] if "traces" in doc else doc
+
+
+def p50(q):
+    # Older builds name the median "p50", newer ones "p50_ms".
+    return q.get("p50_ms", q.get("p50"))
 
 
 def med(xs):
@@ -102,30 +108,35 @@ def builds_mode(a):
     runs = []
     for rep in range(a.reps):
         for trace in TRACES:
-            order = [("before", a.before, os.path.join(a.before_traces, trace + ".trace")),
-                     ("after", a.ckpt, os.path.join(a.traces, trace + ".trace"))]
+            order = [("before", a.before, os.path.join(a.before_traces, trace + ".trace"), ()),
+                     ("after", a.ckpt, os.path.join(a.traces, trace + ".trace"), a.after_args.split())]
             if rep % 2:
                 order.reverse()
             for t in (1, 2):
-                for name, exe, path in order:
-                    r = bench(exe, path, t)
+                for name, exe, path, extra in order:
+                    r = bench(exe, path, t, extra=extra)
                     runs.append({"rep": rep, "trace": trace, "threads": t, "build": name,
                                  "encode_gbps": r["encode_gbps"], "floor_gbps": r["floor_gbps"],
                                  "encode_vs_floor": r["encode_vs_floor"],
-                                 "decode_gbps": r["decode_gbps"], "output_bytes": r["output_bytes"]})
+                                 "decode_gbps": r["decode_gbps"], "output_bytes": r["output_bytes"],
+                                 "checkpoint_p50_ms": p50(r["checkpoint_ms"]),
+                                 "compress_p50_ms": p50(r["compress_ms"])})
                     print(f"round {rep + 1}/{a.reps} {trace} {name} threads {t}: encode/floor "
                           f"{r['encode_vs_floor']:.2f} decode {r['decode_gbps']:.2f}", file=sys.stderr)
 
     def pick(trace, t, build, key):
         return [r[key] for r in runs if r["trace"] == trace and r["threads"] == t and r["build"] == build]
 
-    print("| trace | threads | encode/floor before | after | decode GB/s before | after | decode after/before |")
-    print("|---|---|---|---|---|---|---|")
+    print("| trace | threads | encode/floor before | after | checkpoint p50 ms before | after | "
+          "decode GB/s before | after | decode after/before |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for trace in TRACES:
         for t in (1, 2):
             d = [b / a for a, b in zip(pick(trace, t, "before", "decode_gbps"), pick(trace, t, "after", "decode_gbps"))]
             print(f"| {trace} | {t} | {med(pick(trace, t, 'before', 'encode_vs_floor')):.2f} | "
                   f"{med(pick(trace, t, 'after', 'encode_vs_floor')):.2f} | "
+                  f"{med(pick(trace, t, 'before', 'checkpoint_p50_ms')):.2f} | "
+                  f"{med(pick(trace, t, 'after', 'checkpoint_p50_ms')):.2f} | "
                   f"{med(pick(trace, t, 'before', 'decode_gbps')):.2f} | "
                   f"{med(pick(trace, t, 'after', 'decode_gbps')):.2f} | {med(d):.2f}x |")
     return runs
@@ -140,6 +151,8 @@ def main():
     p.add_argument("--load", action="store_true")
     p.add_argument("--before")
     p.add_argument("--before-traces")
+    p.add_argument("--after-args", default="",
+                   help="flags for this build's bench, e.g. the other build's cache settings")
     p.add_argument("--json")
     a = p.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
