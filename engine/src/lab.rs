@@ -29,6 +29,16 @@ impl<'a> Inspect<'a> {
         self.batch.cache().peek(pfn)
     }
 
+    /// The memory floor of `pairs`: reads both pages of each pair
+    /// ([`Codec::read_floor`]) on the compressor's own workers, as many as
+    /// encode and pinned as they are, and returns a value that depends on
+    /// every byte read.
+    pub fn read_floor(&self, pairs: &[(&PageBuf, &PageBuf)]) -> u64 {
+        let codec = self.batch.codec();
+        self.batch
+            .on_workers(pairs, |(new, old)| codec.read_floor(&new.0, &old.0))
+    }
+
     /// Pages the delta cache holds now.
     pub fn cached_pages(&self) -> usize {
         self.batch.cache().len()

@@ -101,11 +101,11 @@ pub use receive::ExtentMemory;
 #[cfg(unix)]
 pub use receive::{
     journal_path, state_path, CommitStats, Discarded, Durability, DurableImage, ImageError,
-    Recovery,
+    RecordFault, Recovery,
 };
 pub use receive::{
-    CheckpointInfo, Commit, GuestMemory, ImageFile, ReceiveError, Receiver, Replica, SparseMemory,
-    SuperpagePolicy, SuperpageReport,
+    CheckpointInfo, Commit, GuestMemory, ImageFile, PageEncoding, ReceiveError, Receiver, Replica,
+    SparseMemory, SuperpagePolicy, SuperpageReport, VerifiedCheckpoint,
 };
 pub use send::{
     CachePolicy, ChunkView, CompressOptions, Compressor, FormCounts, Latencies, Latency, SendStats,

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         if let config::CacheSize::Pages(n) = c.engine.cache_pages {
             assert!(n >= 1);
         }
-        assert!(c.engine.ring_pages >= 1);
+        assert!(c.engine.ring_pages >= 1 && c.engine.cache_budget_mib >= 1);
         assert!((1..=1024).contains(&c.replication.window));
         assert!((1..=60_000).contains(&c.record.epoch_ms));
         assert!((1..=1 << 28).contains(&c.receiver.max_guest_pages));

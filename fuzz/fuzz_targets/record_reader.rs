@@ -22,6 +22,7 @@ fn limits() -> Limits {
         max_checkpoint_bytes: 4 << 20,
         max_checkpoint_entries: 4096,
         max_toolstack_chunks: 64,
+        max_guest_pages: GUEST,
     }
 }
 

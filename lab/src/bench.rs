@@ -6,7 +6,7 @@
 //! uncompressed with ENABLE_COMPRESSION, as a live migration's last
 //! iteration; every later epoch is a compressed checkpoint. In the same
 //! run, the memory floor reads both the new and the previous content of
-//! every dirty page. Phase 2 receives the stream, timing the receiver
+//! every dirty page, on as many threads as the compressor encodes with. Phase 2 receives the stream, timing the receiver
 //! alone, and compares each checkpoint's pages with the trace. The stream
 //! waits between the phases in an unnamed temporary file (in the page cache
 //! while memory allows), so that a long trace costs disk, not memory.
@@ -95,8 +95,9 @@ pub struct BenchReport {
     pub decode_ms: f64,
     /// Page bytes / time to read both the new and the previous content of
     /// every dirty page where the compressor reads them (the copy staging
-    /// just made, and the delta-cache slot), on the compressor's thread, in
-    /// the same run and the same cache state (previous contents cold).
+    /// just made, and the delta-cache slot), on the compressor's workers
+    /// (as many threads as encode, pinned as they are), in the same run and
+    /// the same cache state (previous contents cold).
     pub floor_gbps: Option<f64>,
     /// The same read over copies of the same bytes laid out one after the
     /// other, where the hardware prefetcher runs ahead across pages; the
@@ -478,8 +479,8 @@ impl BackupMemory {
     }
 }
 
-/// The memory floor of one epoch: on the compress thread, reads each dirty
-/// page's new content (copied by this thread, as staging copies it) and its
+/// The memory floor of one epoch: on the compressor's workers (as many as
+/// encode; one thread without a pool), reads each dirty page's new content (copied by this thread, as staging copies it) and its
 /// previous content where the compressor will read it: its delta-cache
 /// slot, or, for a page the cache misses, the trace's copy. Caches are
 /// evicted on both cores first. Also returns the same read over contiguous
@@ -503,25 +504,22 @@ fn floor_in_place(
     evict_both(sender, evict)?;
     let new = copy(&cp.pages);
     let (in_place, sink, old) = sender.inspect(move |compressor| {
-        let codec = compressor.codec();
-        let mut sink = 0u64;
         let t = Instant::now();
-        for (i, &pfn) in pfns.iter().enumerate() {
-            let prev = compressor.cached(pfn).unwrap_or(&old[i]);
-            sink ^= codec.read_floor(&new[i].0, &prev.0);
-        }
+        let pairs: Vec<(&PageBuf, &PageBuf)> = pfns
+            .iter()
+            .enumerate()
+            .map(|(i, &pfn)| (&new[i], compressor.cached(pfn).unwrap_or(&old[i])))
+            .collect();
+        let sink = compressor.read_floor(&pairs);
         (t.elapsed(), sink, old)
     })?;
 
     evict_both(sender, evict)?;
     let new = copy(&cp.pages);
     let (copies, sink2) = sender.inspect(move |compressor| {
-        let codec = compressor.codec();
-        let mut sink = 0u64;
         let t = Instant::now();
-        for (a, b) in new.iter().zip(old.iter()) {
-            sink ^= codec.read_floor(&a.0, &b.0);
-        }
+        let pairs: Vec<(&PageBuf, &PageBuf)> = new.iter().zip(old.iter()).collect();
+        let sink = compressor.read_floor(&pairs);
         (t.elapsed(), sink)
     })?;
     Ok((in_place, sink ^ sink2, copies))

@@ -37,6 +37,13 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+mod maps;
+mod process;
+
+use maps::{writable_regions, Region};
+pub use process::{check_target, process_tree};
+use process::{refuse_unstoppable, stopped, Paused};
+
 /// Why recording stopped with an error.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -106,292 +113,11 @@ pub struct EpochStats {
     pub read_calls: Duration,
 }
 
-/// A writable mapping of one process.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Region {
-    start: u64,
-    end: u64,
-    shared: bool,
-    offset: u64,
-    /// Device of a file mapping: major << 32 | minor.
-    dev: u64,
-    inode: u64,
-}
-
 fn proc_err(path: &str, source: std::io::Error) -> RecordError {
     RecordError::Proc {
         path: path.into(),
         source,
     }
-}
-
-/// `struct procmap_query` of `linux/fs.h` (Linux 6.11 and later).
-#[repr(C)]
-#[derive(Default)]
-struct ProcmapQuery {
-    size: u64,
-    query_flags: u64,
-    query_addr: u64,
-    vma_start: u64,
-    vma_end: u64,
-    vma_flags: u64,
-    vma_page_size: u64,
-    vma_offset: u64,
-    inode: u64,
-    dev_major: u32,
-    dev_minor: u32,
-    vma_name_size: u32,
-    build_id_size: u32,
-    vma_name_addr: u64,
-    build_id_addr: u64,
-}
-
-/// `_IOWR('f', 17, struct procmap_query)`.
-const PROCMAP_QUERY: u64 = 0xC068_6611;
-const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
-const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
-const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
-
-/// The writable mappings of `pid`, asked of the kernel one by one with the
-/// `PROCMAP_QUERY` ioctl, which skips the others and formats no text: a
-/// quarter of the time of reading `/proc/PID/maps` for a process with a
-/// few hundred mappings, inside the pause. `None` when the kernel lacks it.
-fn writable_regions_by_query(pid: i32) -> Option<Result<Vec<Region>, RecordError>> {
-    use std::os::fd::AsRawFd;
-    let path = format!("/proc/{pid}/maps");
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) => return Some(Err(proc_err(&path, e))),
-    };
-    let mut out = Vec::new();
-    let mut addr = 0u64;
-    loop {
-        let mut q = ProcmapQuery {
-            size: std::mem::size_of::<ProcmapQuery>() as u64,
-            query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA | PROCMAP_QUERY_VMA_WRITABLE,
-            query_addr: addr,
-            ..ProcmapQuery::default()
-        };
-        // SAFETY: `q` is a live, writable `struct procmap_query` whose
-        // `size` field gives its size; with no name or build-id buffer
-        // (sizes and addresses zero) the kernel writes only into `q`.
-        let rc = unsafe {
-            nix::libc::ioctl(
-                file.as_raw_fd(),
-                PROCMAP_QUERY as _,
-                &mut q as *mut ProcmapQuery,
-            )
-        };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(nix::libc::ENOENT) => Some(Ok(out)), // no mapping past addr
-                Some(nix::libc::ENOTTY) | Some(nix::libc::EINVAL) if addr == 0 => None,
-                _ => Some(Err(proc_err(&path, err))),
-            };
-        }
-        out.push(Region {
-            start: q.vma_start,
-            end: q.vma_end,
-            shared: q.vma_flags & PROCMAP_QUERY_VMA_SHARED != 0,
-            offset: q.vma_offset,
-            dev: (q.dev_major as u64) << 32 | q.dev_minor as u64,
-            inode: q.inode,
-        });
-        if q.vma_end <= addr {
-            return Some(Ok(out)); // never loop on a kernel that does not advance
-        }
-        addr = q.vma_end;
-    }
-}
-
-fn writable_regions(pid: i32) -> Result<Vec<Region>, RecordError> {
-    if let Some(r) = writable_regions_by_query(pid) {
-        return r;
-    }
-    writable_regions_from_text(pid)
-}
-
-/// `MAJOR:MINOR` in hex, as `/proc/PID/maps` writes a device.
-fn parse_dev(text: &str) -> u64 {
-    let (major, minor) = text.split_once(':').unwrap_or((text, "0"));
-    let hex = |v: &str| u64::from_str_radix(v, 16).unwrap_or(0);
-    hex(major) << 32 | hex(minor)
-}
-
-fn writable_regions_from_text(pid: i32) -> Result<Vec<Region>, RecordError> {
-    let path = format!("/proc/{pid}/maps");
-    let text = std::fs::read_to_string(&path).map_err(|e| proc_err(&path, e))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let name = f.next().unwrap_or("");
-        if perms.as_bytes().get(1) != Some(&b'w') || name.starts_with("[v") {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
-            continue;
-        };
-        out.push(Region {
-            start,
-            end,
-            shared: perms.as_bytes().get(3) == Some(&b's'),
-            offset: u64::from_str_radix(offset, 16).unwrap_or(0),
-            dev: parse_dev(dev),
-            inode: inode.parse().unwrap_or(0),
-        });
-    }
-    Ok(out)
-}
-
-/// The parent of `pid`, from /proc (`None` for the root or a process gone).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces; fields resume after ')'.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// `pid` and, when `children`, every descendant.
-pub fn process_tree(pid: i32, children: bool) -> Vec<i32> {
-    let mut pids = vec![pid];
-    if !children {
-        return pids;
-    }
-    let mut parent: Vec<(i32, i32)> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-                // The command name may hold spaces; fields resume after ')'.
-                if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
-                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok())
-                    {
-                        parent.push((p, ppid));
-                    }
-                }
-            }
-        }
-    }
-    let mut i = 0;
-    while i < pids.len() {
-        let p = pids[i];
-        pids.extend(parent.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
-        i += 1;
-    }
-    pids
-}
-
-/// Refuses a pid the recorder must never stop: one that is not a process
-/// id (0 and negative ids name process groups), the recorder itself, and
-/// its ancestors (stopping one would leave the recorder waiting on a
-/// stopped parent, or stop it with its group). Cheap: checked every epoch.
-fn refuse_unstoppable(pid: i32) -> Result<(), RecordError> {
-    let not = |reason: &str| RecordError::NotRecordable {
-        pid,
-        reason: reason.into(),
-    };
-    if pid <= 0 {
-        return Err(not("process ids are positive"));
-    }
-    if pid as u32 == std::process::id() {
-        return Err(not("it is this recorder"));
-    }
-    // The chain ends at pid 1 (or 0 above the root of a PID namespace).
-    let mut p = std::process::id() as i32;
-    for _ in 0..4096 {
-        match parent_of(p) {
-            Some(parent) if parent == pid => return Err(not("it is an ancestor of this recorder")),
-            Some(parent) if parent > 0 => p = parent,
-            _ => break,
-        }
-    }
-    Ok(())
-}
-
-/// Checks that `pid` can be recorded before anything is written: it may be
-/// stopped ([`refuse_unstoppable`]), it exists, is not already stopped (the
-/// recorder resumes what it stops, and would resume it too), and this
-/// process may signal it and read its memory.
-pub fn check_target(pid: i32) -> Result<(), RecordError> {
-    let not = |reason: &str| RecordError::NotRecordable {
-        pid,
-        reason: reason.into(),
-    };
-    refuse_unstoppable(pid)?;
-    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(RecordError::NoProcess(pid))
-        }
-        Err(e) => return Err(proc_err(&format!("/proc/{pid}/stat"), e)),
-    };
-    match state_of(&stat).as_deref() {
-        Some("T" | "t") => return Err(not("it is stopped already; resume it first")),
-        Some("Z" | "X") => return Err(not("it has exited")),
-        _ => {}
-    }
-    match kill(Pid::from_raw(pid), None) {
-        Ok(()) => {}
-        Err(nix::Error::ESRCH) => return Err(RecordError::NoProcess(pid)),
-        Err(nix::Error::EPERM) => return Err(not("not permitted to signal it")),
-        Err(source) => return Err(RecordError::Signal { pid, source }),
-    }
-    // Reading its page map takes the same permission as reading its memory.
-    let path = format!("/proc/{pid}/pagemap");
-    File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => not("not permitted to read its memory"),
-        _ => proc_err(&path, e),
-    })?;
-    Ok(())
-}
-
-/// The state letter of a `/proc/PID/stat` line.
-fn state_of(stat: &str) -> Option<String> {
-    // The command name may hold spaces and parentheses; fields resume after
-    // the last ')'.
-    stat.rsplit_once(')')
-        .and_then(|x| x.1.split_whitespace().next().map(String::from))
-}
-
-/// Processes stopped with SIGSTOP, resumed with SIGCONT when this is
-/// dropped: on every way out of a pause (return, error or panic).
-struct Paused<'a> {
-    pids: &'a [i32],
-}
-
-impl Drop for Paused<'_> {
-    fn drop(&mut self) {
-        for &p in self.pids {
-            let _ = kill(Pid::from_raw(p), Signal::SIGCONT);
-        }
-    }
-}
-
-/// True when every thread of `pid` is stopped (or the process is gone).
-fn stopped(pid: i32) -> bool {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return true;
-    };
-    dir.flatten().all(|t| {
-        std::fs::read_to_string(t.path().join("stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|x| x.1.split_whitespace().next().map(String::from))
-            })
-            .is_none_or(|state| matches!(state.as_str(), "T" | "t" | "Z" | "X"))
-    })
 }
 
 /// A stretch of one writable mapping, the unit the scan threads share.
@@ -1079,6 +805,8 @@ fn read_batch(batch: &[&Run], prints: Prints<'_>, found: &mut Found) {
 
 #[cfg(test)]
 mod tests {
+    use super::maps::{writable_regions_by_query, writable_regions_from_text};
+    use super::process::parent_of;
     use super::*;
 
     #[test]

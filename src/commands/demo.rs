@@ -73,6 +73,20 @@ struct Document {
     ack_ms: Quantiles,
     committed: u64,
     verified: bool,
+    /// The image's commit costs (an image file only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit: Option<CommitDocument>,
+}
+
+/// Per checkpoint on an image file.
+#[derive(Serialize)]
+struct CommitDocument {
+    journal_bytes_per_checkpoint: f64,
+    syncs_per_checkpoint: f64,
+    commit_ms: Quantiles,
+    journal_ms: Quantiles,
+    apply_ms: Quantiles,
+    retire_ms: Quantiles,
 }
 
 fn mib(b: u64) -> f64 {
@@ -145,6 +159,18 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
                 ack_ms: Quantiles::of_latency(&p.latencies.ack),
                 committed: r.committed,
                 verified: r.verified,
+                commit: r
+                    .commit
+                    .as_ref()
+                    .filter(|c| c.commits > 0)
+                    .map(|c| CommitDocument {
+                        journal_bytes_per_checkpoint: c.journal_bytes as f64 / c.commits as f64,
+                        syncs_per_checkpoint: c.syncs as f64 / c.commits as f64,
+                        commit_ms: Quantiles::of_latency(&c.commit),
+                        journal_ms: Quantiles::of_latency(&c.journal),
+                        apply_ms: Quantiles::of_latency(&c.apply),
+                        retire_ms: Quantiles::of_latency(&c.settle),
+                    }),
             },
         )?;
         return Ok(code);
@@ -216,6 +242,10 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             c.syncs as f64 / c.commits as f64
         )?;
         writeln!(out, "{}", super::latency_row("commit", &c.commit))?;
+        if c.journal.count() > 0 {
+            writeln!(out, "{}", super::latency_row("  journal", &c.journal))?;
+        }
+        writeln!(out, "{}", super::latency_row("  apply", &c.apply))?;
         writeln!(out, "{}", super::send::latency_line("retire", &c.settle))?;
     }
     if r.drive.late > 0 {

@@ -79,11 +79,12 @@ fn recovery_text(r: &Recovery) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(last) = r.replayed.last() {
         parts.push(format!(
-            "applied {} committed checkpoint(s) from the journal again ({} pages), the last checkpoint {} of stream {:032x}",
+            "applied {} committed checkpoint(s) from the journal again ({} pages), the last checkpoint {} of stream {:032x}, whose digest the image's {} pages of it match",
             r.replayed.len(),
             r.replayed_pages,
             last.seq,
-            last.stream_id
+            last.stream_id,
+            r.digest_pages
         ));
     }
     if let Some(d) = r.discarded {

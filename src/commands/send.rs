@@ -124,16 +124,14 @@ pub fn holds_text(holds: Option<Commit>) -> String {
     }
 }
 
-/// One latency distribution: p50, p99, p99.9, max and the sample count.
+/// One latency distribution on one line, in the form every command uses
+/// ([`super::output::quantiles`]: the percentiles its sample count supports,
+/// and the count).
 pub fn latency_line(name: &str, l: &Latency) -> String {
-    let ms = |q| l.quantile(q).as_secs_f64() * 1e3;
-    format!(
-        "  {name:<12} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  max {:>8.3} ms  ({} samples)",
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        l.max().as_secs_f64() * 1e3,
-        l.count()
+    super::output::quantiles(
+        name,
+        &ckpt_lab::figures::Quantiles::of_latency(l),
+        "samples",
     )
 }
 

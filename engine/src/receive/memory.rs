@@ -3,9 +3,12 @@
 //! [`SparseMemory`] keeps only pages ever written (unwritten pages read as
 //! zeros); [`ImageFile`] maps a raw image file (page `p` at offset
 //! `p * 4096`) into memory. A memory sees each verified checkpoint as one
-//! commit: [`GuestMemory::begin_commit`], its pages written through
-//! [`GuestMemory::page_mut`], [`GuestMemory::end_commit`].
+//! commit, [`GuestMemory::commit_checkpoint`]: by default
+//! [`GuestMemory::begin_commit`], its pages decoded straight into
+//! [`GuestMemory::page_mut`], [`GuestMemory::end_commit`]; a memory that
+//! wants the page encodings themselves (a journal) takes them whole.
 
+use super::VerifiedCheckpoint;
 use crate::page::PageBuf;
 use ckpt_simd::{Page, PAGE_SIZE};
 use std::collections::HashMap;
@@ -49,6 +52,14 @@ pub trait GuestMemory {
     /// memory holds (durably, where that means anything).
     fn end_commit(&mut self, _commit: &Commit) -> io::Result<()> {
         Ok(())
+    }
+    /// Commits a verified checkpoint: the receiver's one call per
+    /// checkpoint. The default writes it page by page
+    /// ([`VerifiedCheckpoint::write_pages`]); a memory that keeps the
+    /// encodings (a journal) implements it instead, and then need not
+    /// support the page-by-page calls.
+    fn commit_checkpoint(&mut self, checkpoint: &VerifiedCheckpoint<'_>) -> io::Result<()> {
+        checkpoint.write_pages(self)
     }
 }
 

@@ -11,6 +11,7 @@ mod journal;
 mod memory;
 mod receiver;
 mod replica;
+mod verified;
 
 #[cfg(target_os = "linux")]
 pub use extent::ExtentMemory;
@@ -18,8 +19,9 @@ pub use extent::{SuperpagePolicy, SuperpageReport};
 #[cfg(unix)]
 pub use journal::{
     journal_path, state_path, CommitStats, Discarded, Durability, DurableImage, ImageError,
-    Recovery,
+    RecordFault, Recovery,
 };
 pub use memory::{Commit, GuestMemory, ImageFile, SparseMemory};
 pub use receiver::{CheckpointInfo, ReceiveError, Receiver};
 pub use replica::Replica;
+pub use verified::{PageEncoding, VerifiedCheckpoint};

@@ -10,7 +10,8 @@
 //! a scratch page, hashed, nothing written) and once to apply. A checkpoint
 //! that fails leaves memory exactly as the last complete checkpoint left it.
 
-use super::{Commit, GuestMemory};
+use super::verified::PageRef;
+use super::{Commit, GuestMemory, VerifiedCheckpoint};
 use crate::stream::records::{DomainHeader, ImageHeader, RecordReader, StreamInfo};
 use crate::stream::{
     page_fingerprint, Body, Digest, Event, Format, Limits, PageAt, StreamError, StreamHeader,
@@ -93,17 +94,6 @@ pub struct CheckpointInfo {
     pub digest: u128,
     /// Toolstack chunks, in order.
     pub toolstack: Vec<ToolstackChunk>,
-}
-
-/// Where one verified page's data is, for the apply pass.
-#[derive(Clone, Copy)]
-struct PageRef {
-    pfn: u64,
-    /// Offset of the page's data (raw) or encoding in the body's payload.
-    at: usize,
-    /// End of its chunk (an encoding never passes it).
-    end: usize,
-    form: Form,
 }
 
 /// The input with its first bytes, read to tell the format, put back.
@@ -306,7 +296,6 @@ impl<R: Read> Receiver<R> {
                 source,
             };
             let at = input.as_ptr() as usize - payload_start;
-            let end = at + input.len();
             let form = Form::of_first_byte(input[0]);
             let (hash, used) = match form {
                 Form::Empty => {
@@ -331,11 +320,17 @@ impl<R: Read> Receiver<R> {
                     (page_fingerprint(&codec, scratch), used)
                 }
             };
-            // A raw Format A page starts at its data; an encoding at its marker.
+            // FULL is kept as its data, as a raw Format A page is; the
+            // others as their encodings, whose length is now known.
+            let at = if form == Form::Full { at + 1 } else { at };
             pages.push(PageRef {
                 pfn,
-                at: if form == Form::Full { at + 1 } else { at },
-                end,
+                at,
+                end: if form == Form::Full {
+                    at + PAGE_SIZE
+                } else {
+                    at + used
+                },
                 form,
             });
             digest.add(pfn, hash);
@@ -353,7 +348,8 @@ impl<R: Read> Receiver<R> {
         Ok(info)
     }
 
-    /// Commits the verified checkpoint to memory: the apply pass.
+    /// Commits the verified checkpoint to memory in one call: the apply
+    /// pass (or, for a memory that keeps encodings, the journal's).
     fn apply(
         &mut self,
         memory: &mut dyn GuestMemory,
@@ -370,31 +366,15 @@ impl<R: Read> Receiver<R> {
             seq: commit.seq,
             source,
         };
-        memory.begin_commit(&commit).map_err(failed)?;
-        let payload = &self.body.payload;
-        let data_pfns = &self.body.data_pfns;
-        let mut batch_ends = self.body.batch_ends.iter();
-        let mut batch_end = 0;
-        for (i, p) in self.pages.iter().enumerate() {
-            if i == batch_end {
-                // Pages and data entries correspond one to one (verified).
-                batch_end = *batch_ends.next().expect("every page is in a batch");
-                memory.begin_batch(&data_pfns[i..batch_end]);
-            }
-            match p.form {
-                Form::Full => memory
-                    .page_mut(p.pfn)
-                    .copy_from_slice(&payload[p.at..p.at + PAGE_SIZE]),
-                Form::Empty => {}
-                Form::Delta => {
-                    // Verified above: cannot fail.
-                    self.codec
-                        .decode(&payload[p.at..p.end], memory.page_mut(p.pfn))
-                        .map_err(|e| failed(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-                }
-            }
-        }
-        memory.end_commit(&commit).map_err(failed)?;
+        let checkpoint = VerifiedCheckpoint::new(
+            commit,
+            self.codec,
+            &self.body.payload,
+            &self.pages,
+            &self.body.data_pfns,
+            &self.body.batch_ends,
+        );
+        memory.commit_checkpoint(&checkpoint).map_err(failed)?;
         info.toolstack = std::mem::take(&mut self.body.toolstack);
         Ok(())
     }

@@ -355,6 +355,26 @@ impl BatchCompressor {
         &self.cache
     }
 
+    /// Runs `f` over `items` on the workers that encode (each taking a
+    /// contiguous share, as segments are shared), or on this thread without
+    /// a pool, and folds the results with XOR.
+    #[cfg(feature = "lab")]
+    pub(crate) fn on_workers<T: Sync>(&self, items: &[T], f: impl Fn(&T) -> u64 + Sync) -> u64 {
+        match &self.pool {
+            Some(pool) => {
+                use rayon::prelude::*;
+                let share = items.len().div_ceil(self.threads).max(1);
+                pool.install(|| {
+                    items
+                        .par_chunks(share)
+                        .map(|c| c.iter().fold(0, |acc, x| acc ^ f(x)))
+                        .reduce(|| 0, |a, b| a ^ b)
+                })
+            }
+            None => items.iter().fold(0, |acc, x| acc ^ f(x)),
+        }
+    }
+
     /// Seeds the cache with the pages staged in `ring` (a batch sent
     /// uncompressed) and hashes every page into `hashes`, on the pool.
     pub(crate) fn seed(&mut self, ring: &StagingRing, hashes: &mut Vec<u128>) {
