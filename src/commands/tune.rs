@@ -329,10 +329,10 @@ fn comment(st: &Stage, f: &[Figures], chosen: usize) -> String {
             }
         })
         .collect();
-    let why = if chosen == 0 {
-        "kept: no other better beyond noise"
-    } else {
-        "chosen"
+    let why = match (chosen, st.criterion) {
+        (0, Criterion::Speed) => "kept: no other faster beyond the spread",
+        (0, Criterion::Bytes) => "kept: no other 1% smaller and no slower",
+        _ => "chosen",
     };
     format!("{} ({why})", parts.join("; "))
 }

@@ -145,6 +145,13 @@ fn unknown_keys_and_wrong_types_name_the_key_and_the_file() {
         "{e}"
     );
     assert!(e.contains("\"two\""), "{e}");
+    let e = Config::parse("[engine]\ncache_pages = true\n").unwrap_err();
+    assert!(
+        e.contains(
+            "engine.cache_pages (from file text): found bool true, expected a number or a word"
+        ),
+        "{e}"
+    );
     let e = Config::parse("[stream]\nformat = \"xml\"\n").unwrap_err();
     assert!(e.starts_with("stream.format (from file text):"), "{e}");
     let e = Config::parse("[engine\n").unwrap_err();

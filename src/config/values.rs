@@ -15,11 +15,35 @@ pub enum CacheSize {
 }
 
 /// How a number-or-word value is written in TOML.
-#[derive(Deserialize, Serialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum NumberOrWord {
     Number(i64),
     Word(String),
+}
+
+impl<'de> Deserialize<'de> for NumberOrWord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NumberOrWord;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or a word (\"auto\", \"off\")")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NumberOrWord, E> {
+                Ok(NumberOrWord::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NumberOrWord, E> {
+                i64::try_from(v)
+                    .map(NumberOrWord::Number)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NumberOrWord, E> {
+                Ok(NumberOrWord::Word(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl TryFrom<NumberOrWord> for CacheSize {
