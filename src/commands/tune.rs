@@ -182,11 +182,7 @@ fn stage(key: &'static str, base: &EngineConfig) -> Stage {
             Criterion::Bytes,
             std::iter::once(base.cache_policy)
                 .chain(
-                    // LIRS is left out: on the postgres trace at 8192
-                    // pages its plan hands out a cache slot twice in one
-                    // wave, which panics the encoder (`ckpt bench --trace
-                    // postgres.trace --cache-policy lirs`).
-                    [CachePolicy::Lru, CachePolicy::S3Fifo]
+                    CachePolicy::ALL
                         .into_iter()
                         .filter(|&p| p != base.cache_policy),
                 )

@@ -152,6 +152,9 @@ impl Policy for Lirs {
                 let n = self.st.alloc(pfn, slot, HIR);
                 self.stack.push_front(&mut self.st, n);
                 self.queue.push_front(&mut self.st, n);
+                // With no LIR page yet (a seeded cache), this HIR page is
+                // the stack's bottom; the next demotion expects a LIR one.
+                self.prune();
             }
         }
     }

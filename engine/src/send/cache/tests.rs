@@ -240,3 +240,61 @@ fn a_seeded_page_is_cached_and_a_raw_page_drops_it() {
         assert!(!c.contains(3));
     }
 }
+
+#[test]
+fn a_seeded_cache_never_hands_out_a_ghost_slot() {
+    // Seeding fills a cache with pages of no known reuse; pages seen later,
+    // evicted and dirtied again must never bring back the slot of a ghost
+    // (an entry without a copy). Xorshift walks over up to four times the
+    // capacity, each round's set in PFN order as a checkpoint's dirty set.
+    for policy in CachePolicy::ALL {
+        for (cap, span, per_round) in [(64, 2, 40), (64, 4, 90), (200, 3, 150), (1000, 2, 900)] {
+            let mut c = DeltaCache::with_policy(policy, cap);
+            for pfn in 0..cap as u64 {
+                assert!(matches!(c.index.seed(pfn), Lookup::Miss { .. }), "{policy}");
+            }
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ cap as u64;
+            for _ in 0..300 {
+                let mut set: Vec<u64> = (0..per_round)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x % (span * cap as u64)
+                    })
+                    .collect();
+                set.sort_unstable();
+                set.dedup();
+                for pfn in set {
+                    let slot = match c.lookup(pfn) {
+                        Lookup::Hit(s) | Lookup::Miss { slot: s, .. } => s,
+                    };
+                    assert!((slot as usize) < cap, "{policy}: pfn {pfn} got slot {slot}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lirs_after_seeding_re_dirties_an_evicted_seeded_page() {
+    // Seeded pages have no reuse distance yet: they must not sit at the
+    // stack's bottom, where the next demotion expects a LIR page. New
+    // pages fill the LIR set, evicting seeded ones; dirtying an evicted
+    // seeded page again then promotes it past the LIR limit.
+    let cap = 100;
+    let mut c = DeltaCache::with_policy(CachePolicy::Lirs, cap);
+    for pfn in 0..cap as u64 {
+        c.index.seed(pfn);
+    }
+    for pfn in 1000..1000 + cap as u64 {
+        c.lookup(pfn);
+    }
+    // The seeded pages evicted last are the ghosts still remembered.
+    for pfn in (0..cap as u64).rev() {
+        let slot = match c.lookup(pfn) {
+            Lookup::Hit(s) | Lookup::Miss { slot: s, .. } => s,
+        };
+        assert!((slot as usize) < cap, "pfn {pfn} got slot {slot}");
+    }
+}
