@@ -6,7 +6,8 @@
 //! a PFN may be staged twice: the later copy is encoded against the earlier
 //! one, as the original did.
 
-use super::encode::{BatchCompressor, Chunk, CompressOptions};
+use super::encode::{BatchCompressor, Chunk};
+use super::options::CompressOptions;
 use super::ring::StagingRing;
 use super::stats::FormCounts;
 use crate::error::SendError;

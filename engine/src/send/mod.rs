@@ -13,6 +13,7 @@
 pub(crate) mod cache;
 mod compressor;
 mod encode;
+mod options;
 mod pipeline;
 mod plan;
 pub(crate) mod ring;
@@ -22,8 +23,8 @@ mod stats;
 
 pub use cache::{CachePolicy, UnknownPolicy, MAX_CACHE_PAGES};
 pub use compressor::{ChunkView, Compressor};
-pub use encode::CompressOptions;
 #[cfg(feature = "lab")]
 pub(crate) use encode::{BatchCompressor, Chunk};
+pub use options::CompressOptions;
 pub use sender::{Sender, SenderOptions};
 pub use stats::{FormCounts, Latencies, Latency, SendStats};

@@ -27,7 +27,8 @@
 //! [`SendError::DuplicatePfn`], because the stream's receiver rejects it.
 
 use super::compressor::check_page;
-use super::encode::{BatchCompressor, Chunk, CompressOptions};
+use super::encode::{BatchCompressor, Chunk};
+use super::options::CompressOptions;
 use super::pipeline::{compress_stage, write_stage, zstd_stage, CheckpointEnd, Out, Shared, Work};
 use super::ring::{SegmentPool, StagingRing};
 use super::sink::Sink;

@@ -34,7 +34,7 @@ use self::arena::Arena;
 use self::lists::ENTRY_BYTES;
 use self::policy::Policy;
 use self::sizer::{Sizer, SIZER_BYTES_PER_PAGE};
-use super::encode::CompressOptions;
+use super::options::CompressOptions;
 use crate::page::PageBuf;
 use ckpt_simd::PAGE_SIZE;
 
