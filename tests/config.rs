@@ -3,11 +3,11 @@
 //! errors naming the key, the value, the range and the origin, the default
 //! file locations, and `ckpt tune` writing a file `--config` accepts.
 
-use ckpt_engine::PageType;
-use ckpt_lab::trace::TraceWriter;
-use ckpt_simd::{Codec, PAGE_SIZE};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+
+mod common;
+use common::write_trace;
 use std::process::{Command, Output};
 
 const CKPT: &str = env!("CARGO_BIN_EXE_ckpt");
@@ -264,37 +264,6 @@ fn a_missing_file_is_an_error_only_when_named() {
     let e = get(&s, "record.epoch_ms");
     assert_eq!((&e.1, e.2.as_str()), (&Value::from(40), "file"));
     assert_eq!(e.3, default.to_str().unwrap());
-}
-
-/// A small trace: an image of `image` pages, then `epochs` epochs that
-/// each rewrite a few words of `dirty` pages.
-fn write_trace(path: &Path, image: u64, epochs: u64, dirty: u64) {
-    let mut w = TraceWriter::create(path, r#"{"workload":"tiny"}"#, Codec::best()).unwrap();
-    let mut pages = vec![[0u8; PAGE_SIZE]; image as usize];
-    for (i, p) in pages.iter_mut().enumerate() {
-        p.iter_mut()
-            .enumerate()
-            .for_each(|(k, b)| *b = (i * 31 + k * 7) as u8);
-    }
-    let all: Vec<_> = (0..image)
-        .map(|pfn| (pfn, PageType::Normal, &pages[pfn as usize]))
-        .collect();
-    w.epoch(&all, 1000, 1000).unwrap();
-    for e in 0..epochs {
-        for pfn in 0..dirty {
-            let p = &mut pages[((e * 7 + pfn) % image) as usize];
-            p[(e as usize * 12) % 4000] ^= 0x5A;
-        }
-        let mut list: Vec<u64> = (0..dirty).map(|pfn| (e * 7 + pfn) % image).collect();
-        list.sort_unstable();
-        list.dedup();
-        let batch: Vec<_> = list
-            .iter()
-            .map(|&pfn| (pfn, PageType::Normal, &pages[pfn as usize]))
-            .collect();
-        w.epoch(&batch, 1000, 1000).unwrap();
-    }
-    w.finish().unwrap();
 }
 
 #[test]
