@@ -90,16 +90,8 @@ pub fn run_case(path: &Path, codec: Codec, threads: usize) -> io::Result<CaseRes
         result.pages += cp.records.len() as u64;
         let mut outputs: Vec<Vec<u8>> = Vec::new();
         for rec in &cp.records {
-            let ty = if rec.raw {
-                PageType::PageTable {
-                    level: 1,
-                    pinned: false,
-                }
-            } else {
-                PageType::Normal
-            };
             if let Some(chunk) = compressor
-                .stage(rec.pfn, ty, &rec.page)
+                .stage(rec.pfn, page_type(rec.raw), &rec.page)
                 .map_err(io::Error::other)?
             {
                 outputs.push(chunk.to_vec());
@@ -181,16 +173,8 @@ pub fn round_trip_case(
         let mut outputs: Vec<Vec<u8>> = Vec::new();
         let mut full = 0;
         for rec in &cp.records {
-            let ty = if rec.raw {
-                PageType::PageTable {
-                    level: 1,
-                    pinned: false,
-                }
-            } else {
-                PageType::Normal
-            };
             if let Some(chunk) = compressor
-                .stage(rec.pfn, ty, &rec.page)
+                .stage(rec.pfn, page_type(rec.raw), &rec.page)
                 .map_err(io::Error::other)?
             {
                 full += chunk.counts().full_miss;
@@ -270,4 +254,17 @@ fn replay_receiver(
         ));
     }
     None
+}
+
+/// How the original staged a vector record: a raw page as a page-table
+/// page (sent whole, never cached), any other as a normal page.
+fn page_type(raw: bool) -> PageType {
+    if raw {
+        PageType::PageTable {
+            level: 1,
+            pinned: false,
+        }
+    } else {
+        PageType::Normal
+    }
 }
